@@ -1,0 +1,121 @@
+#include "core/ops/linalg.h"
+
+#include "core/autograd.h"
+#include "core/ops/elementwise.h"
+#include "core/ops/reduce.h"
+#include "kernels/cpu/gemm.h"
+
+namespace loom {
+
+namespace {
+
+// How a [.., R, C] operand is handed to the GEMM: its last two dims must be unit-stride in one
+// of them; otherwise it is copied contiguous first.
+struct GemmOperand {
+  Tensor t;
+  bool trans = false;
+  int64_t ld = 0;
+};
+
+GemmOperand as_gemm_operand(const Tensor& x) {
+  const int64_t nd = x.dim();
+  const int64_t rows = x.shape()[nd - 2], cols = x.shape()[nd - 1];
+  const int64_t sr = x.strides()[nd - 2], sc = x.strides()[nd - 1];
+  if ((sc == 1 || cols == 1) && sr >= std::max<int64_t>(cols, 1)) return {x, false, sr};
+  if ((sr == 1 || rows == 1) && sc >= std::max<int64_t>(rows, 1)) return {x, true, sc};
+  const Tensor c = x.contiguous();
+  return {c, false, std::max<int64_t>(cols, 1)};
+}
+
+class MatmulOp final : public Op {
+ public:
+  const char* name() const override { return "matmul"; }
+  std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
+    const Tensor &a = in[0], &b = in[1];
+    const int64_t m = a.shape()[a.dim() - 2], k = a.shape()[a.dim() - 1];
+    const int64_t n = b.shape()[b.dim() - 1];
+    const Shape batch_a(a.shape().begin(), a.shape().end() - 2);
+    const Shape batch_b(b.shape().begin(), b.shape().end() - 2);
+    const Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+    Shape ea = batch, eb = batch, out_shape = batch;
+    ea.insert(ea.end(), {m, k});
+    eb.insert(eb.end(), {k, n});
+    out_shape.insert(out_shape.end(), {m, n});
+    const GemmOperand ga = as_gemm_operand(a.expand(ea));
+    const GemmOperand gb = as_gemm_operand(b.expand(eb));
+    Tensor out = empty(out_shape, a.dtype(), a.device());
+    const int64_t nb = numel_of(batch);
+    const Strides bsa = broadcast_strides(ga.t.shape(), ga.t.strides(), ea);
+    const Strides bsb = broadcast_strides(gb.t.shape(), gb.t.strides(), eb);
+    kernels::cpu::GemmParams p{.trans_a = ga.trans, .trans_b = gb.trans, .m = m, .n = n, .k = k,
+                               .lda = ga.ld, .ldb = gb.ld, .ldc = std::max<int64_t>(n, 1)};
+    LOOM_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
+      const scalar_t* pa = ga.t.data<scalar_t>();
+      const scalar_t* pb = gb.t.data<scalar_t>();
+      scalar_t* pc = out.data<scalar_t>();
+      if (k == 0) {
+        std::fill(pc, pc + out.numel(), scalar_t(0));
+        return;
+      }
+      for (int64_t i = 0; i < nb; ++i) {
+        int64_t off_a = 0, off_b = 0, rem = i;
+        for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
+          const int64_t idx = rem % batch[d];
+          rem /= batch[d];
+          off_a += idx * bsa[d];
+          off_b += idx * bsb[d];
+        }
+        kernels::cpu::gemm(p, pa + off_a, pb + off_b, pc + i * m * n);
+      }
+    });
+    return {out};
+  }
+  std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
+    const Tensor &a = ctx.inputs[0], &b = ctx.inputs[1];
+    return {ctx.needs_grad[0] ? sum_to_shape(matmul(g[0], b.t()), a.shape()) : Tensor(),
+            ctx.needs_grad[1] ? sum_to_shape(matmul(a.t(), g[0]), b.shape()) : Tensor()};
+  }
+};
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  LOOM_CHECK(a_in.dim() >= 1 && b_in.dim() >= 1, "[matmul] operands must have at least 1 dim, got ",
+             shape_str(a_in.shape()), " and ", shape_str(b_in.shape()));
+  LOOM_CHECK(a_in.dtype() == b_in.dtype(), "[matmul] dtypes differ: ", dtype_name(a_in.dtype()),
+             " and ", dtype_name(b_in.dtype()));
+  LOOM_CHECK(a_in.device().is_cpu() && b_in.device().is_cpu(),
+             "[matmul] CUDA tensors are not supported yet");
+  // [.., M, K] @ [K, N]: fold the batch into M so one GEMM covers it.
+  if (a_in.dim() > 2 && b_in.dim() == 2 && a_in.shape().back() == b_in.shape()[0]) {
+    Shape out_shape = a_in.shape();
+    out_shape.back() = b_in.shape()[1];
+    return matmul(a_in.reshape({-1, a_in.shape().back()}), b_in).reshape(out_shape);
+  }
+  const Tensor a = a_in.dim() == 1 ? a_in.unsqueeze(0) : a_in;
+  const Tensor b = b_in.dim() == 1 ? b_in.unsqueeze(1) : b_in;
+  LOOM_CHECK(a.shape().back() == b.shape()[b.dim() - 2], "[matmul] shapes ",
+             shape_str(a_in.shape()), " and ", shape_str(b_in.shape()),
+             " cannot be multiplied (inner dims ", a.shape().back(), " vs ",
+             b.shape()[b.dim() - 2], ")");
+  Tensor out = apply<MatmulOp>({a, b})[0];
+  if (b_in.dim() == 1) out = out.squeeze(-1);
+  if (a_in.dim() == 1) out = out.squeeze(b_in.dim() == 1 ? -1 : -2);
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  LOOM_CHECK(weight.dim() == 2, "[linear] weight must be [out, in], got ",
+             shape_str(weight.shape()));
+  LOOM_CHECK(x.dim() >= 1 && x.shape().back() == weight.shape()[1], "[linear] input ",
+             shape_str(x.shape()), " does not match weight ", shape_str(weight.shape()));
+  Tensor y = matmul(x, weight.t());
+  if (bias.defined()) {
+    LOOM_CHECK(bias.dim() == 1 && bias.shape()[0] == weight.shape()[0], "[linear] bias ",
+               shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()));
+    y = y + bias;
+  }
+  return y;
+}
+
+}  // namespace loom

@@ -1,0 +1,170 @@
+#include "core/ops/reduce.h"
+
+#include <algorithm>
+
+#include "core/autograd.h"
+#include "core/ops/elementwise.h"
+#include "kernels/cpu/reduce.h"
+
+namespace loom {
+
+namespace {
+
+struct ReducePlan {
+  std::vector<bool> reduced;  // per input dim
+  Shape keep_shape;           // reduced dims kept as 1
+  Shape out_shape;            // per keepdim
+  int64_t rows = 1, n = 1;
+};
+
+ReducePlan plan_reduce(const Shape& shape, const Dims& dims, bool keepdim, const char* op) {
+  ReducePlan p;
+  const int64_t nd = int64_t(shape.size());
+  p.reduced.assign(size_t(nd), dims.empty());
+  for (int64_t d : dims) {
+    const int64_t w = wrap_dim(d, nd, op);
+    LOOM_CHECK(!p.reduced[w], "[", op, "] dim ", d, " repeated");
+    p.reduced[w] = true;
+  }
+  for (int64_t i = 0; i < nd; ++i) {
+    p.keep_shape.push_back(p.reduced[i] ? 1 : shape[i]);
+    if (p.reduced[i]) {
+      p.n *= shape[i];
+    } else {
+      p.rows *= shape[i];
+    }
+    if (!p.reduced[i] || keepdim) p.out_shape.push_back(p.reduced[i] ? 1 : shape[i]);
+  }
+  return p;
+}
+
+// x permuted so kept dims come first and reduced dims last, made contiguous: [rows, n].
+Tensor rows_layout(const Tensor& x, const ReducePlan& p) {
+  std::vector<int64_t> perm;
+  for (int64_t i = 0; i < x.dim(); ++i) if (!p.reduced[i]) perm.push_back(i);
+  for (int64_t i = 0; i < x.dim(); ++i) if (p.reduced[i]) perm.push_back(i);
+  return x.permute(perm).contiguous();
+}
+
+class ReduceOp final : public Op {
+ public:
+  ReduceOp(Dims dims, bool keepdim, kernels::cpu::RowReduce kind, const char* name)
+      : dims_(std::move(dims)), keepdim_(keepdim), kind_(kind), name_(name) {}
+  const char* name() const override { return name_; }
+  bool saves_inputs() const override { return kind_ != kernels::cpu::RowReduce::sum; }
+  bool saves_outputs() const override { return kind_ != kernels::cpu::RowReduce::sum; }
+  std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
+    const Tensor& x = in[0];
+    const ReducePlan p = plan_reduce(x.shape(), dims_, keepdim_, name_);
+    if (kind_ != kernels::cpu::RowReduce::sum) {
+      LOOM_CHECK(p.n > 0, "[", name_, "] reduction over an empty dim of shape ",
+                 shape_str(x.shape()));
+    }
+    const Tensor xr = rows_layout(x, p);
+    Tensor out = empty(p.out_shape, x.dtype(), x.device());
+    LOOM_DISPATCH_FLOAT(x.dtype(), name_, [&] {
+      kernels::cpu::reduce_rows(xr.data<scalar_t>(), out.data<scalar_t>(), p.rows, p.n, kind_);
+    });
+    return {out};
+  }
+  std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
+    const Shape& in_shape = ctx.input_shapes[0];
+    const ReducePlan p = plan_reduce(in_shape, dims_, keepdim_, name_);
+    const Tensor gk = g[0].reshape(p.keep_shape);
+    if (kind_ == kernels::cpu::RowReduce::sum) return {gk.expand(in_shape)};
+    // max/min: split the gradient evenly between the elements equal to the extremum.
+    const Tensor hit = eq(ctx.inputs[0], ctx.outputs[0].reshape(p.keep_shape));
+    const Tensor mask = where(hit, ones({}, gk.dtype()), zeros({}, gk.dtype()));
+    const Tensor count = sum(mask, dims_, true);
+    return {mask * (gk / count)};
+  }
+
+ private:
+  Dims dims_;
+  bool keepdim_;
+  kernels::cpu::RowReduce kind_;
+  const char* name_;
+};
+
+Tensor reduce(const Tensor& x, const Dims& dims, bool keepdim, kernels::cpu::RowReduce kind,
+              const char* name) {
+  LOOM_CHECK(x.device().is_cpu(), "[", name, "] CUDA tensors are not supported yet");
+  return apply<ReduceOp>({x}, dims, keepdim, kind, name)[0];
+}
+
+int64_t reduced_count(const Shape& shape, const Dims& dims) {
+  if (dims.empty()) return numel_of(shape);
+  int64_t n = 1;
+  for (int64_t d : dims) n *= shape[wrap_dim(d, int64_t(shape.size()), "reduce")];
+  return n;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x, const Dims& dims, bool keepdim) {
+  return reduce(x, dims, keepdim, kernels::cpu::RowReduce::sum, "sum");
+}
+
+Tensor mean(const Tensor& x, const Dims& dims, bool keepdim) {
+  const int64_t n = reduced_count(x.shape(), dims);
+  LOOM_CHECK(n > 0, "[mean] mean over zero elements of shape ", shape_str(x.shape()));
+  return sum(x, dims, keepdim) / double(n);
+}
+
+Tensor amax(const Tensor& x, const Dims& dims, bool keepdim) {
+  return reduce(x, dims, keepdim, kernels::cpu::RowReduce::max, "amax");
+}
+
+Tensor amin(const Tensor& x, const Dims& dims, bool keepdim) {
+  return reduce(x, dims, keepdim, kernels::cpu::RowReduce::min, "amin");
+}
+
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
+  LOOM_CHECK(x.device().is_cpu(), "[argmax] CUDA tensors are not supported yet");
+  const ReducePlan p = plan_reduce(x.shape(), {dim}, keepdim, "argmax");
+  LOOM_CHECK(p.n > 0, "[argmax] empty dim in shape ", shape_str(x.shape()));
+  NoGradGuard guard;
+  const Tensor xr = rows_layout(x, p);
+  Tensor out = empty(p.out_shape, DType::i64);
+  LOOM_DISPATCH_FLOAT(x.dtype(), "argmax", [&] {
+    kernels::cpu::arg_reduce_rows(xr.data<scalar_t>(), out.data<int64_t>(), p.rows, p.n, true);
+  });
+  return out;
+}
+
+Tensor var(const Tensor& x, const Dims& dims, bool keepdim, int64_t correction) {
+  const int64_t n = reduced_count(x.shape(), dims);
+  LOOM_CHECK(n - correction > 0, "[var] ", n, " elements with correction ", correction);
+  const Tensor centered = x - mean(x, dims, true);
+  return sum(square(centered), dims, keepdim) / double(n - correction);
+}
+
+Tensor logsumexp(const Tensor& x, const Dims& dims, bool keepdim) {
+  const Tensor m = amax(x, dims, true).detach();
+  Tensor out = log(sum(exp(x - m), dims, true)) + m;
+  if (keepdim) return out;
+  const ReducePlan p = plan_reduce(x.shape(), dims, false, "logsumexp");
+  return out.reshape(p.out_shape);
+}
+
+Tensor norm(const Tensor& x, double p, const Dims& dims, bool keepdim) {
+  LOOM_CHECK(p > 0, "[norm] p must be > 0, got ", p);
+  if (p == 2) return sqrt(sum(square(x), dims, keepdim));
+  if (p == 1) return sum(abs(x), dims, keepdim);
+  return pow(sum(pow(abs(x), p), dims, keepdim), 1.0 / p);
+}
+
+Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  const int64_t lead = g.dim() - int64_t(shape.size());
+  LOOM_CHECK(lead >= 0, "[sum_to_shape] cannot sum ", shape_str(g.shape()), " to ",
+             shape_str(shape));
+  Dims dims;
+  for (int64_t i = 0; i < g.dim(); ++i) {
+    if (i < lead || (shape[i - lead] == 1 && g.shape()[i] != 1)) dims.push_back(i);
+  }
+  Tensor s = dims.empty() ? g : sum(g, dims, true);
+  return s.reshape(shape);
+}
+
+}  // namespace loom

@@ -1,0 +1,39 @@
+#include "core/storage.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/error.h"
+#include "kernels/cuda/runtime.h"
+
+namespace loom {
+
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  if (device.is_cpu()) {
+    const size_t rounded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
+    data_ = std::aligned_alloc(64, rounded);
+    if (!data_) LOOM_FAIL("[Storage] out of host memory allocating ", nbytes, " bytes");
+  } else {
+    data_ = kernels::cuda::device_malloc(nbytes, device.index);
+  }
+}
+
+Storage::~Storage() {
+  if (device_.is_cpu()) {
+    std::free(data_);
+  } else {
+    kernels::cuda::device_free(data_, device_.index);
+  }
+}
+
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes) {
+  if (nbytes == 0) return;
+  if (dst_dev.is_cpu() && src_dev.is_cpu()) {
+    std::memcpy(dst, src, nbytes);
+  } else {
+    kernels::cuda::memcpy_any(dst, dst_dev.is_cuda(), src, src_dev.is_cuda(), nbytes);
+  }
+}
+
+}  // namespace loom

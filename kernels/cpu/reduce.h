@@ -1,0 +1,53 @@
+#pragma once
+// Row reductions: x is [rows, n] contiguous, y is [rows]. Every reduction over arbitrary dims is
+// run as this after the core permutes the reduced dims last. Accumulation is in double for f32
+// sums (and f64 for f64), in a fixed order, so results are deterministic.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kernels/cpu/thread_pool.h"
+
+namespace loom::kernels::cpu {
+
+enum class RowReduce { sum, max, min };
+
+template <class T>
+void reduce_rows(const T* x, T* y, int64_t rows, int64_t n, RowReduce kind) {
+  parallel_for(0, rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(n, 1)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r) {
+                   const T* row = x + r * n;
+                   if (kind == RowReduce::sum) {
+                     double acc = 0;
+                     for (int64_t i = 0; i < n; ++i) acc += double(row[i]);
+                     y[r] = T(acc);
+                   } else if (kind == RowReduce::max) {
+                     T m = -std::numeric_limits<T>::infinity();
+                     for (int64_t i = 0; i < n; ++i) m = (row[i] > m || std::isnan(row[i])) ? row[i] : m;
+                     y[r] = m;
+                   } else {
+                     T m = std::numeric_limits<T>::infinity();
+                     for (int64_t i = 0; i < n; ++i) m = (row[i] < m || std::isnan(row[i])) ? row[i] : m;
+                     y[r] = m;
+                   }
+                 }
+               });
+}
+
+// idx[r] = first index of the max (or min) of row r.
+template <class T>
+void arg_reduce_rows(const T* x, int64_t* idx, int64_t rows, int64_t n, bool is_max) {
+  parallel_for(0, rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(n, 1)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r) {
+                   const T* row = x + r * n;
+                   int64_t best = 0;
+                   for (int64_t i = 1; i < n; ++i)
+                     if (is_max ? row[i] > row[best] : row[i] < row[best]) best = i;
+                   idx[r] = best;
+                 }
+               });
+}
+
+}  // namespace loom::kernels::cpu
