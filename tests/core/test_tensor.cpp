@@ -122,7 +122,8 @@ TEST(Tensor, ErrorsNameTheOp) {
   EXPECT_THROW((void)x.expand({3, 3}), Error);
   EXPECT_THROW((void)x.size(5), Error);
   EXPECT_THROW((void)x.data<double>(), Error);
-  EXPECT_THROW(x.t().set_requires_grad(), Error);
+  Tensor w = zeros({2, 3}).set_requires_grad();
+  EXPECT_THROW(w.t().set_requires_grad(), Error);  // a non-leaf
   EXPECT_THROW(zeros({2}, DType::i64).set_requires_grad(), Error);
 }
 
