@@ -29,12 +29,13 @@ std::vector<Tensor> apply_op(const std::shared_ptr<Op>& op, const std::vector<Te
   auto node = std::make_shared<Node>();
   node->op = op;
   SavedContext& s = node->saved;
-  for (const Tensor& t : inputs) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
     const bool req = t.defined() && t.requires_grad();
     s.needs_grad.push_back(req);
     s.input_shapes.push_back(t.defined() ? t.shape() : Shape{});
     s.input_dtypes.push_back(t.defined() ? t.dtype() : DType::f32);
-    s.inputs.push_back(op->saves_inputs() && t.defined() ? t.detach() : Tensor());
+    s.inputs.push_back(op->saves_input(int(i)) && t.defined() ? t.detach() : Tensor());
     Edge e;
     if (req) {
       if (t.grad_fn()) {

@@ -21,7 +21,7 @@ namespace loom {
 
 // What an op's backward may read.
 struct SavedContext {
-  std::vector<Tensor> inputs;   // detached inputs (undefined unless Op::saves_inputs())
+  std::vector<Tensor> inputs;   // detached inputs (undefined unless Op::saves_input(i))
   std::vector<Tensor> outputs;  // detached outputs (undefined unless Op::saves_outputs())
   std::vector<Shape> input_shapes;
   std::vector<DType> input_dtypes;
@@ -39,6 +39,11 @@ class Op {
   virtual std::vector<Tensor> backward(const SavedContext& ctx,
                                        const std::vector<Tensor>& grad_outputs) = 0;
   virtual bool saves_inputs() const { return true; }
+  // Per-input refinement (e.g. an index op keeps only its index alive).
+  virtual bool saves_input(int index) const {
+    (void)index;
+    return saves_inputs();
+  }
   virtual bool saves_outputs() const { return false; }
   // Outputs that never carry gradient (indices of topk, masks). Default: non-floating outputs.
   virtual bool output_differentiable(int index, DType dtype) const {

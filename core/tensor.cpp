@@ -100,6 +100,8 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
 Tensor Tensor::select(int64_t d, int64_t index) const {
   d = wrap_dim(d, dim(), "select");
   if (index < 0) index += shape()[d];
+  LOOM_CHECK(index >= 0 && index < shape()[d], "[select] index ", index, " out of range for dim ",
+             d, " of shape ", shape_str(shape()));
   return slice(d, index, index + 1).squeeze(d);
 }
 Tensor Tensor::expand(const Shape& s) const { return ops::expand(*this, s); }
