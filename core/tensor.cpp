@@ -49,7 +49,7 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
-Tensor& Tensor::set_requires_grad(bool on) {
+const Tensor& Tensor::set_requires_grad(bool on) const {
   LOOM_CHECK(is_leaf(), "[requires_grad] can only be set on a leaf tensor (use detach())");
   LOOM_CHECK(!on || is_floating(dtype()), "[requires_grad] only floating tensors can require "
              "grad, got ", dtype_name(dtype()));

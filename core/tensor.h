@@ -76,15 +76,18 @@ class Tensor {
   // -- autograd ----------------------------------------------------------------------------------
   bool requires_grad() const { return impl().requires_grad; }
   // Marks a leaf as trainable. Throws for a non-leaf or a non-floating tensor.
-  Tensor& set_requires_grad(bool on = true);
+  const Tensor& set_requires_grad(bool on = true) const;
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   const std::shared_ptr<Node>& grad_fn() const { return impl().grad_fn; }
   Tensor grad() const { return Tensor(impl().grad); }
-  void set_grad(const Tensor& g) { impl().grad = g.impl_; }
-  void zero_grad() { impl().grad.reset(); }
-  void register_hook(GradHook hook) { impl().hooks.push_back(std::move(hook)); }
+  void set_grad(const Tensor& g) const { impl().grad = g.impl_; }
+  void zero_grad() const { impl().grad.reset(); }
+  void register_hook(GradHook hook) const { impl().hooks.push_back(std::move(hook)); }
   const std::string& name() const { return impl().name; }
-  Tensor& set_name(std::string n) { impl().name = std::move(n); return *this; }
+  const Tensor& set_name(std::string n) const {
+    impl().name = std::move(n);
+    return *this;
+  }
 
   // Reverse-mode differentiation from this tensor. With no seed the tensor must hold one element
   // (seed 1). retain_graph keeps saved tensors so backward can run through the graph again.
