@@ -8,4 +8,5 @@
 #include "core/ops/nn.h"
 #include "core/ops/reduce.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
