@@ -1,0 +1,37 @@
+#include "optim/ema.h"
+
+#include "core/error.h"
+#include "kernels/cpu/elementwise.h"
+
+namespace loom::optim {
+
+Ema::Ema(std::vector<Tensor> params, double decay) : params_(std::move(params)), decay_(decay) {
+  LOOM_CHECK(decay >= 0 && decay <= 1, "[ema] decay must be in [0, 1], got ", decay);
+  NoGradGuard guard;
+  for (const Tensor& p : params_) {
+    LOOM_CHECK(p.dtype() == DType::f32 && p.device().is_cpu(), "[ema] parameters must be f32 on "
+               "the CPU, got ", dtype_name(p.dtype()), " on ", p.device().str());
+    averages_.push_back(p.detach().clone());
+  }
+}
+
+void Ema::update() {
+  const float d = float(decay_);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor p = params_[i].contiguous();
+    float* a = averages_[i].data<float>();
+    const float* v = p.data<float>();
+    kernels::cpu::parallel_for(0, p.numel(), 1 << 15, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) a[j] = d * a[j] + (1.0f - d) * v[j];
+    });
+  }
+}
+
+void Ema::copy_to(const std::vector<Tensor>& targets) const {
+  LOOM_CHECK(targets.size() == averages_.size(), "[ema] ", targets.size(), " targets for ",
+             averages_.size(), " averages");
+  NoGradGuard guard;
+  for (size_t i = 0; i < targets.size(); ++i) copy_into(targets[i], averages_[i]);
+}
+
+}  // namespace loom::optim

@@ -1,0 +1,32 @@
+#include "optim/grad_clip.h"
+
+#include <cmath>
+
+#include "core/ops/elementwise.h"
+#include "core/ops/reduce.h"
+
+namespace loom::optim {
+
+double grad_norm(const std::vector<Tensor>& params) {
+  NoGradGuard guard;
+  double total = 0;
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (g.defined()) total += sum(square(g.to(DType::f64))).item();
+  }
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  const double norm = grad_norm(params);
+  if (max_norm <= 0 || !std::isfinite(norm) || norm <= max_norm) return norm;
+  NoGradGuard guard;
+  const double scale = max_norm / (norm + 1e-6);
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (g.defined()) copy_into(g, mul(g, scale));
+  }
+  return norm;
+}
+
+}  // namespace loom::optim
