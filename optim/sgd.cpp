@@ -1,0 +1,58 @@
+#include "optim/sgd.h"
+
+namespace loom::optim {
+
+Sgd::Sgd(std::vector<Tensor> params, const SgdConfig& config)
+    : Optimizer(std::move(params), config.lr, "sgd"), config_(config) {
+  LOOM_CHECK(config.momentum >= 0, "[sgd] momentum must be >= 0, got ", config.momentum);
+  LOOM_CHECK(config.weight_decay >= 0, "[sgd] weight_decay must be >= 0, got ",
+             config.weight_decay);
+  LOOM_CHECK(!config.nesterov || (config.momentum > 0 && config.dampening == 0),
+             "[sgd] nesterov needs momentum > 0 and dampening 0, got momentum ", config.momentum,
+             " and dampening ", config.dampening);
+  buffers_.resize(params_.size());
+}
+
+void Sgd::set_momentum_buffer(size_t i, const Tensor& buffer) {
+  LOOM_CHECK(i < params_.size(), "[sgd] parameter index ", i, " out of range (", params_.size(),
+             " parameters)");
+  if (!buffer.defined()) {
+    buffers_[i] = Tensor();
+    return;
+  }
+  LOOM_CHECK(buffer.shape() == params_[i].shape(), "[sgd] momentum buffer of shape ",
+             shape_str(buffer.shape()), " for parameter ", param_label(i), " of shape ",
+             shape_str(params_[i].shape()));
+  NoGradGuard no_grad;
+  buffers_[i] = empty(params_[i].shape());
+  copy_into(buffers_[i], buffer);
+}
+
+void Sgd::step() {
+  NoGradGuard no_grad;
+  const float lr = float(lr_), wd = float(config_.weight_decay);
+  const float mom = float(config_.momentum), damp = float(1 - config_.dampening);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor g = grad_of(i);
+    if (!g.defined()) continue;
+    Tensor& p = params_[i];
+    float* pd = p.data<float>();
+    const float* gd = g.data<float>();
+    const int64_t n = p.numel();
+    if (config_.momentum == 0) {
+      for (int64_t k = 0; k < n; ++k) pd[k] -= lr * (gd[k] + wd * pd[k]);
+      continue;
+    }
+    // PyTorch seeds the buffer with the first gradient itself (no dampening on that step).
+    const bool first = !buffers_[i].defined();
+    if (first) buffers_[i] = empty(p.shape());
+    float* b = buffers_[i].data<float>();
+    for (int64_t k = 0; k < n; ++k) {
+      const float gk = gd[k] + wd * pd[k];
+      b[k] = first ? gk : mom * b[k] + damp * gk;
+      pd[k] -= lr * (config_.nesterov ? gk + mom * b[k] : b[k]);
+    }
+  }
+}
+
+}  // namespace loom::optim
