@@ -1,0 +1,192 @@
+// The recipe schema: the one place where recipe keys, defaults, ranges and docs are written.
+#include "trainer/recipe/recipe.h"
+
+namespace loom::trainer {
+namespace {
+
+// Bounds are doubles; 2^53 - 1 is the largest integer they hold exactly, so it stands for
+// "no practical limit" on counts without printing a rounded 2^63.
+constexpr double kMaxCount = 9007199254740991.0;
+
+KeySpec integer(std::string key, std::string def, double min, double max, std::string doc) {
+  return {std::move(key), KeyType::integer, std::move(def), std::move(doc), min, max, {}};
+}
+KeySpec number(std::string key, std::string def, double min, double max, std::string doc) {
+  return {std::move(key), KeyType::number, std::move(def), std::move(doc), min, max, {}};
+}
+KeySpec boolean(std::string key, std::string def, std::string doc) {
+  return {std::move(key), KeyType::boolean, std::move(def), std::move(doc), {}, {}, {}};
+}
+KeySpec string(std::string key, std::string def, std::vector<std::string> choices,
+               std::string doc) {
+  return {std::move(key),    KeyType::string, "\"" + def + "\"", std::move(doc), {}, {},
+          std::move(choices)};
+}
+
+std::vector<KeySpec> make_schema() {
+  return {
+      string("task", "diffusion", {"diffusion", "classifier"},
+             "What to train: a diffusion transformer, or the small ConvNet classifier that the "
+             "evaluation uses to score samples (only [data], [train] and [optim] apply to it)."),
+
+      // -- model --
+      string("model.name", "custom", {},
+             "\"custom\" builds the model from the fields below; a named config (\"DiT-S/2\", "
+             "\"DiT-B/2\", \"DiT-XL/2\", \"DiT-MoE-S/2-8E2A\", ...) sets patch_size, hidden_size, "
+             "depth, num_heads, mlp_ratio and the expert fields, overriding the values here."),
+      integer("model.input_size", "28", 4, 4096,
+              "Side of the square input in pixels (or latent cells); divisible by patch_size."),
+      integer("model.in_channels", "1", 1, 64,
+              "Input channels: 1 for Fashion-MNIST, 3 for RGB images, 4 for SD-VAE latents."),
+      integer("model.patch_size", "4", 1, 64, "Side of the square patches that become tokens."),
+      integer("model.hidden_size", "128", 8, 65536,
+              "Token width C; divisible by num_heads (and by parallel.tp)."),
+      integer("model.depth", "4", 1, 1024, "Number of transformer blocks."),
+      integer("model.num_heads", "4", 1, 1024, "Attention heads per block."),
+      number("model.mlp_ratio", "4.0", 0.25, 64,
+             "Hidden width of each MLP (or expert) as a multiple of hidden_size."),
+      integer("model.num_classes", "10", 1, 1000000,
+              "Class labels for conditioning (one extra embedding is the null class for CFG)."),
+      number("model.class_dropout_prob", "0.1", 0, 1,
+             "Probability that a training label is replaced by the null class (enables "
+             "classifier-free guidance)."),
+      boolean("model.learn_sigma", "true",
+              "Also predict the per-pixel variance (output channels 2 * in_channels), trained "
+              "with the variational bound as in DiT; ddpm objective only."),
+      integer("model.num_experts", "4", 0, 4096,
+              "Routed experts per MoE MLP; 0 = dense DiT (plain MLPs, the expert fields are "
+              "ignored)."),
+      integer("model.top_k", "2", 1, 64, "Routed experts each token is sent to; <= num_experts."),
+      integer("model.num_shared_experts", "1", 0, 64,
+              "Experts every token passes through in addition to its top_k routed ones."),
+      number("model.aux_loss_coef", "0.01", 0, 100,
+             "Weight of the router's load-balancing loss added to the diffusion loss."),
+
+      // -- diffusion --
+      string("diffusion.objective", "ddpm", {"ddpm", "rectified_flow"},
+             "Training objective: DDPM noise prediction (linear beta schedule) or rectified flow "
+             "(velocity prediction on straight paths)."),
+      integer("diffusion.num_timesteps", "1000", 1, 100000,
+              "Discrete timesteps of the DDPM schedule (rectified flow samples t in [0, 1] and "
+              "scales it by this for the timestep embedding)."),
+
+      // -- data --
+      string("data.source", "fashion_mnist",
+             {"fashion_mnist", "image_folder", "latents", "synthetic"},
+             "Where training examples come from: the Fashion-MNIST IDX files, a folder of "
+             "class-named subfolders of images, a safetensors file of precomputed latents, or "
+             "seeded random tensors (for benchmarks and tests)."),
+      string("data.path", "", {},
+             "File or folder for the source; \"\" = its default location (Fashion-MNIST: "
+             "$LOOM_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)."),
+      boolean("data.hflip", "false", "Flip each training image horizontally with probability 1/2."),
+      integer("data.limit", "-1", -1, kMaxCount, "Use at most this many examples; -1 = all."),
+      integer("data.prefetch", "2", 0, 64,
+              "Batches the loader thread prepares ahead of the step; 0 loads in the step."),
+      integer("data.synthetic_size", "10000", 1, kMaxCount,
+              "Examples in the synthetic dataset (data.source = \"synthetic\")."),
+
+      // -- train --
+      integer("train.steps", "3000", 1, kMaxCount, "Optimizer steps to train for."),
+      integer("train.batch_size", "128", 1, 1048576,
+              "Global batch: examples per optimizer step, summed over data-parallel ranks and "
+              "accumulation micro-batches; divisible by parallel.dp * train.grad_accum."),
+      integer("train.grad_accum", "1", 1, 4096,
+              "Micro-batches whose gradients are accumulated before each optimizer step."),
+      integer("train.seed", "0", 0, kMaxCount,
+              "Seed of the initial weights, the data order, the noise and the timesteps."),
+      integer("train.log_every", "50", 1, kMaxCount,
+              "Steps between console lines and metrics.jsonl records."),
+      integer("train.sample_every", "500", 0, kMaxCount,
+              "Steps between sample grids written to samples/; 0 disables."),
+      integer("train.checkpoint_every", "500", 0, kMaxCount,
+              "Steps between checkpoints (one is always written at the end); 0 disables the "
+              "periodic ones."),
+      integer("train.keep_checkpoints", "3", 1, 1000000,
+              "Newest checkpoints kept; an older one is deleted only after a newer one is "
+              "complete."),
+      number("train.ema_decay", "0.999", 0, 1,
+             "Decay of the exponential moving average of the weights that sampling and "
+             "evaluation use; 0 makes the EMA a copy of the weights."),
+      number("train.grad_clip", "1.0", 0, 1e6,
+             "Clip the global gradient norm to this value; 0 disables."),
+      integer("train.threads", "0", 0, 4096,
+              "CPU threads per rank; 0 = LOOM_NUM_THREADS or all cores."),
+      boolean("train.activation_checkpointing", "false",
+              "Recompute each block's activations in the backward pass instead of keeping them "
+              "(less memory, about a third more compute)."),
+      integer("train.max_nonfinite_steps", "5", 0, 1000000,
+              "Consecutive steps with a non-finite loss or gradient that are skipped before the "
+              "run stops with an error; 0 stops at the first."),
+
+      // -- optim --
+      string("optim.name", "adamw", {"adamw", "sgd"},
+             "Optimizer: AdamW (decoupled weight decay) or SGD with momentum."),
+      number("optim.lr", "3e-4", 0, 100, "Peak learning rate."),
+      number("optim.weight_decay", "0.0", 0, 100, "Decoupled weight decay (AdamW) or L2 (SGD)."),
+      number("optim.beta1", "0.9", 0, 1, "AdamW first-moment decay."),
+      number("optim.beta2", "0.999", 0, 1, "AdamW second-moment decay."),
+      number("optim.eps", "1e-8", 0, 1, "AdamW denominator epsilon."),
+      number("optim.momentum", "0.9", 0, 1, "SGD momentum; 0 = plain SGD."),
+      string("optim.schedule", "constant", {"constant", "cosine", "warmup_cosine"},
+             "Learning-rate schedule: constant (after warmup_steps of linear warmup), cosine "
+             "decay from lr to min_lr over train.steps, or linear warmup then cosine decay."),
+      integer("optim.warmup_steps", "0", 0, kMaxCount,
+              "Steps of linear warmup from 0 to lr; at most train.steps."),
+      number("optim.min_lr", "0.0", 0, 100, "Learning rate at the end of a cosine decay."),
+
+      // -- sample --
+      string("sample.sampler", "ddim", {"ddpm", "ddim", "euler"},
+             "Sampler for sample grids and evaluation: ancestral DDPM or DDIM (ddpm objective) "
+             "over respaced timesteps, Euler ODE steps (rectified_flow objective)."),
+      integer("sample.steps", "50", 1, 100000, "Denoising steps per sample."),
+      number("sample.cfg_scale", "2.0", 0, 100,
+             "Classifier-free guidance scale; 1 = conditional model only, no guidance."),
+      number("sample.eta", "0.0", 0, 1,
+             "DDIM noise: 0 = deterministic, 1 = as much noise as ancestral sampling."),
+      integer("sample.per_class", "8", 1, 10000,
+              "Samples per class in each grid (a row per class)."),
+      integer("sample.seed", "1234", 0, kMaxCount,
+              "Seed of the sampling noise, so grids from different steps are comparable."),
+
+      // -- eval --
+      string("eval.classifier", "", {},
+             "Checkpoint of the classifier that scores samples (a task = \"classifier\" run); "
+             "\"\" = runs/fmnist_classifier/checkpoints/latest."),
+      integer("eval.per_class", "100", 1, 1000000, "Samples per class generated for evaluation."),
+      integer("eval.steps", "50", 1, 100000, "Denoising steps per evaluation sample."),
+
+      // -- parallel --
+      integer("parallel.dp", "1", 1, 65536,
+              "Data-parallel replicas; dp * tp * sp must equal the number of ranks."),
+      integer("parallel.tp", "1", 1, 1024,
+              "Tensor-parallel ranks splitting attention heads and MLP widths."),
+      integer("parallel.sp", "1", 1, 1024, "Sequence-parallel ranks splitting the tokens."),
+      integer("parallel.ep", "1", 1, 65536,
+              "Expert-parallel ranks (a split of the dp ranks) sharing out the routed experts; "
+              "divides parallel.dp and model.num_experts."),
+  };
+}
+
+}  // namespace
+
+const char* key_type_name(KeyType type) {
+  switch (type) {
+    case KeyType::integer:
+      return "integer";
+    case KeyType::number:
+      return "number";
+    case KeyType::boolean:
+      return "boolean";
+    case KeyType::string:
+      return "string";
+  }
+  return "?";
+}
+
+const std::vector<KeySpec>& recipe_schema() {
+  static const std::vector<KeySpec> schema = make_schema();
+  return schema;
+}
+
+}  // namespace loom::trainer
