@@ -62,9 +62,18 @@ class ReduceOp final : public Op {
     }
     const Tensor xr = rows_layout(x, p);
     Tensor out = empty(p.out_shape, x.dtype(), x.device());
-    LOOM_DISPATCH_FLOAT(x.dtype(), name_, [&] {
-      kernels::cpu::reduce_rows(xr.data<scalar_t>(), out.data<scalar_t>(), p.rows, p.n, kind_);
-    });
+    // Integer inputs (counts, masks as i64) reduce too; their results carry no gradient.
+    auto run = [&]<class T>(T) {
+      kernels::cpu::reduce_rows(xr.data<T>(), out.data<T>(), p.rows, p.n, kind_);
+    };
+    switch (x.dtype()) {
+      case DType::f32: run(float{}); break;
+      case DType::f64: run(double{}); break;
+      case DType::i32: run(int32_t{}); break;
+      case DType::i64: run(int64_t{}); break;
+      default:
+        LOOM_FAIL("[", name_, "] dtype ", dtype_name(x.dtype()), " is not supported on the CPU");
+    }
     return {out};
   }
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {

@@ -61,3 +61,13 @@ TEST(Reduce, Errors) {
 }
 
 }  // namespace loom
+
+namespace loom {
+TEST(Reduce, IntegerSumsAndMaxima) {
+  const Tensor x = from_vector<int64_t>({3, -1, 7, 2}, {2, 2});
+  EXPECT_EQ(sum(x).item(), 11.0);
+  EXPECT_EQ(sum(x).dtype(), DType::i64);
+  EXPECT_EQ(amax(x, {1}).to_vector<int64_t>(), (std::vector<int64_t>{3, 7}));
+  EXPECT_EQ(amin(from_vector<int32_t>({4, 9}, {2})).item(), 4.0);
+}
+}  // namespace loom

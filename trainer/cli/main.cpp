@@ -9,7 +9,10 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "trainer/commands.h"
 #include "trainer/demo.h"
+#include "trainer/recipe/recipe.h"
+#include "trainer/train.h"
 
 // LOOM_VERSION comes from CMake (the project version).
 
@@ -59,6 +62,68 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--seed", demo.seed, "Seed of the weights and the data order")
       ->capture_default_str();
 
+  std::string recipe_path;
+  std::vector<std::string> overrides;
+  loom::trainer::TrainOptions train_opts;
+  CLI::App* train_cmd = app.add_subcommand("train",
+                                           "Train from a recipe (a run directory holds "
+                                           "metrics, samples and checkpoints)");
+  train_cmd->add_option("recipe", recipe_path, "Recipe file (.toml)")->required();
+  train_cmd->add_option("--set", overrides, "Override a recipe key: --set train.steps=100");
+  train_cmd->add_option("--out", train_opts.out_dir, "Run directory (default: runs/<recipe name>)");
+  train_cmd->add_flag("--resume", train_opts.resume,
+                      "Continue the run in --out from its newest checkpoint");
+
+  loom::trainer::SampleOptions sample;
+  int64_t sample_steps = 0;
+  double sample_cfg = 0;
+  CLI::App* sample_cmd =
+      app.add_subcommand("sample", "Generate a grid of images from a checkpoint");
+  sample_cmd->add_option("checkpoint", sample.checkpoint, "Checkpoint or run directory")
+      ->required();
+  sample_cmd->add_option("--class", sample.classes, "Class ids, one row each (default: all)");
+  sample_cmd->add_option("--per-class", sample.per_class, "Images per class")
+      ->check(positive<int64_t>("integer"))
+      ->capture_default_str();
+  auto* sample_cfg_opt =
+      sample_cmd->add_option("--cfg", sample_cfg, "Guidance scale (default: recipe)");
+  auto* sample_steps_opt =
+      sample_cmd->add_option("--steps", sample_steps, "Sampling steps (default: recipe)")
+          ->check(positive<int64_t>("integer"));
+  sample_cmd->add_option("--sampler", sample.sampler, "ddpm, ddim or euler (default: recipe)")
+      ->check(CLI::IsMember({"ddpm", "ddim", "euler"}));
+  sample_cmd->add_option("--seed", sample.seed, "Noise seed")->capture_default_str();
+  sample_cmd->add_option("--out", sample.out, "Output PNG")->capture_default_str();
+
+  loom::trainer::EvalOptions eval;
+  int64_t eval_per_class = 0, eval_steps = 0;
+  double eval_cfg = 0;
+  CLI::App* eval_cmd = app.add_subcommand(
+      "eval", "Class consistency and Frechet distance of generated images (classifier features)");
+  eval_cmd->add_option("checkpoint", eval.checkpoint, "Checkpoint or run directory")->required();
+  eval_cmd->add_option(
+      "--classifier", eval.classifier,
+      "Classifier checkpoint or run (default: recipe, else runs/fmnist_classifier)");
+  auto* eval_pc_opt =
+      eval_cmd->add_option("--per-class", eval_per_class, "Images per class (default: recipe)")
+          ->check(positive<int64_t>("integer"));
+  auto* eval_steps_opt =
+      eval_cmd->add_option("--steps", eval_steps, "Sampling steps (default: recipe)")
+          ->check(positive<int64_t>("integer"));
+  auto* eval_cfg_opt = eval_cmd->add_option("--cfg", eval_cfg, "Guidance scale (default: recipe)");
+  eval_cmd->add_option("--seed", eval.seed, "Noise seed")->capture_default_str();
+
+  std::string inspect_path;
+  CLI::App* inspect_cmd =
+      app.add_subcommand("inspect", "Print a checkpoint's step, recipe and tensors");
+  inspect_cmd->add_option("checkpoint", inspect_path, "Checkpoint or run directory")->required();
+
+  bool recipe_doc = false;
+  std::string recipe_check;
+  CLI::App* recipe_cmd = app.add_subcommand("recipe", "Recipe reference and validation");
+  recipe_cmd->add_flag("--doc", recipe_doc, "Print the reference of every recipe key (Markdown)");
+  recipe_cmd->add_option("--check", recipe_check, "Validate a recipe and print it resolved");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -70,7 +135,29 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (demo_cmd->parsed()) loom::trainer::run_demo(demo, std::cout);
+    namespace tr = loom::trainer;
+    if (demo_cmd->parsed()) tr::run_demo(demo, std::cout);
+    if (train_cmd->parsed()) {
+      const auto recipe = tr::Recipe::load(recipe_path, overrides);
+      tr::train(recipe, train_opts, std::cout);
+    }
+    if (sample_cmd->parsed()) {
+      if (*sample_cfg_opt) sample.cfg_scale = sample_cfg;
+      if (*sample_steps_opt) sample.steps = sample_steps;
+      tr::sample_command(sample, std::cout);
+    }
+    if (eval_cmd->parsed()) {
+      if (*eval_pc_opt) eval.per_class = eval_per_class;
+      if (*eval_steps_opt) eval.steps = eval_steps;
+      if (*eval_cfg_opt) eval.cfg_scale = eval_cfg;
+      tr::eval_command(eval, std::cout);
+    }
+    if (inspect_cmd->parsed()) tr::inspect_command(inspect_path, std::cout);
+    if (recipe_cmd->parsed()) {
+      if (recipe_doc) std::cout << tr::recipe_reference_markdown();
+      if (!recipe_check.empty()) std::cout << tr::Recipe::load(recipe_check).to_toml();
+      if (!recipe_doc && recipe_check.empty()) std::cout << recipe_cmd->help();
+    }
   } catch (const loom::Error& e) {
     std::fprintf(stderr, "loom: error: %s\n", e.what());
     return 2;

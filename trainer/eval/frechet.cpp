@@ -9,8 +9,10 @@
 namespace loom::trainer {
 
 GaussianFit fit_gaussian(const Tensor& features) {
-  LOOM_CHECK(features.dim() == 2 && features.size(0) >= 2, "[frechet] features must be [N >= 2, D], "
-             "got ", shape_str(features.shape()));
+  LOOM_CHECK(features.dim() == 2 && features.size(0) >= 2,
+             "[frechet] features must be [N >= 2, D], "
+             "got ",
+             shape_str(features.shape()));
   const int64_t n = features.size(0), d = features.size(1);
   const std::vector<double> x = features.to_vector<double>();
   GaussianFit g;
@@ -52,7 +54,8 @@ void symmetric_eigen(std::vector<double> a, int64_t n, std::vector<double>* valu
         if (std::abs(at(p, q)) < 1e-300) continue;
         // The rotation that zeroes a[p][q] (Golub & Van Loan, symmetric Schur decomposition).
         const double theta = (at(q, q) - at(p, p)) / (2 * at(p, q));
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double t =
+            (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
         const double c = 1 / std::sqrt(t * t + 1), s = t * c;
         for (int64_t k = 0; k < n; ++k) {  // A <- A J
           const double akp = at(k, p), akq = at(k, q);
@@ -79,7 +82,8 @@ void symmetric_eigen(std::vector<double> a, int64_t n, std::vector<double>* valu
   vectors->assign(size_t(n * n), 0.0);
   for (int64_t k = 0; k < n; ++k) {
     (*values)[size_t(k)] = at(order[size_t(k)], order[size_t(k)]);
-    for (int64_t r = 0; r < n; ++r) (*vectors)[size_t(r * n + k)] = v[size_t(r * n + order[size_t(k)])];
+    for (int64_t r = 0; r < n; ++r)
+      (*vectors)[size_t(r * n + k)] = v[size_t(r * n + order[size_t(k)])];
   }
 }
 

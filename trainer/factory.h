@@ -1,0 +1,36 @@
+#pragma once
+// Building a job's pieces from a resolved recipe: the DiT config, the datasets, the optimizer
+// and the schedule. Cross-key checks (heads divide the width, top_k <= num_experts, the data's
+// image shape matches the model, ...) throw through Recipe::check, so the message names the
+// recipe file, line and key before any work starts.
+#include <memory>
+
+#include "data/dataset.h"
+#include "models/dit/dit.h"
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+#include "trainer/recipe/recipe.h"
+#include "trainer/sampling.h"
+
+namespace loom::trainer {
+
+dit::DiTConfig dit_config_from_recipe(const Recipe& recipe);
+
+// The training (train = true) or held-out split of the recipe's data source. Synthetic data and
+// latent files have no held-out split: the same examples are returned.
+std::shared_ptr<data::Dataset> dataset_from_recipe(const Recipe& recipe, bool train);
+
+// Checks the dataset's item shape and class count against the model config.
+void check_data_matches_model(const Recipe& recipe, const data::Dataset& dataset,
+                              int64_t in_channels, int64_t input_size, int64_t num_classes);
+
+std::unique_ptr<optim::Optimizer> optimizer_from_recipe(const Recipe& recipe,
+                                                        std::vector<Tensor> params);
+optim::ScheduleConfig schedule_from_recipe(const Recipe& recipe);
+
+SamplerConfig sampler_config_from_recipe(const Recipe& recipe);
+
+// Sets the CPU thread count from train.threads (0 keeps the default).
+void apply_threads(const Recipe& recipe);
+
+}  // namespace loom::trainer

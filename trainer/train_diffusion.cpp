@@ -1,0 +1,387 @@
+// The diffusion training loop: DiT / DiT-MoE on DDPM (ε-prediction + learned-variance vb term)
+// or rectified flow, AdamW + EMA, periodic sample grids scored by the classifier when one exists.
+//
+// Reproducibility: every random draw comes from a Generator with its own stream (init, data
+// order and flips inside the loader, timesteps, noise, label dropout, sampling); a checkpoint
+// stores their offsets, the loader position, the model, the EMA and the optimizer state, so a
+// resumed run on the CPU continues with bit-identical losses.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+
+#include "core/loom.h"
+#include "data/loader.h"
+#include "kernels/cpu/thread_pool.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/rectified_flow.h"
+#include "optim/ema.h"
+#include "optim/grad_clip.h"
+#include "trainer/classifier_score.h"
+#include "trainer/factory.h"
+#include "trainer/output/image_grid.h"
+#include "trainer/output/plot.h"
+#include "trainer/output/progress.h"
+#include "trainer/sampling.h"
+#include "trainer/signals.h"
+#include "trainer/train.h"
+#include "trainer/training_state.h"
+
+namespace loom::trainer {
+
+namespace {
+
+// Generator streams of one run (the seed is train.seed).
+enum Stream : uint64_t { kInit = 1, kTimesteps = 2, kNoise = 3, kLabelDrop = 4 };
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Mean of per-layer max/mean expert load over the layers (1 = perfectly balanced).
+double load_imbalance(const std::vector<std::vector<double>>& counts) {
+  double acc = 0;
+  for (const auto& layer : counts) {
+    double mx = 0, total = 0;
+    for (double c : layer) {
+      mx = std::max(mx, c);
+      total += c;
+    }
+    acc += total > 0 ? mx / (total / double(layer.size())) : 1.0;
+  }
+  return counts.empty() ? 0.0 : acc / double(counts.size());
+}
+
+std::string fmt(double v, int precision = 4) {
+  std::ostringstream os;
+  os << std::setprecision(precision) << v;
+  return os.str();
+}
+
+// Statistics accumulated between two log lines.
+struct Interval {
+  double loss = 0, mse = 0, vb = 0, aux = 0, grad_norm = 0;
+  int64_t steps = 0, images = 0;
+  std::vector<std::vector<double>> expert_counts;  // [layer][expert]
+  Clock::time_point start = Clock::now();
+};
+
+class DiffusionJob {
+ public:
+  DiffusionJob(const Recipe& r, const TrainOptions& options, std::ostream& out)
+      : r_(r),
+        out_(out),
+        cfg_(dit_config_from_recipe(r)),
+        train_set_(dataset_from_recipe(r, true)),
+        run_(r, options, out),
+        seed_(uint64_t(r.get_int("train.seed"))),
+        t_gen_(seed_, kTimesteps),
+        noise_gen_(seed_, kNoise),
+        label_gen_(seed_, kLabelDrop) {
+    check_data_matches_model(r, *train_set_, cfg_.in_channels, cfg_.input_size, cfg_.num_classes);
+    Generator init(seed_, kInit);
+    model_ = std::make_shared<dit::DiT>(cfg_, init);
+    sample_model_ = std::make_shared<dit::DiT>(cfg_, init);
+    for (const auto& [name, p] : model_->named_parameters()) {
+      names_.push_back(name);
+      params_.push_back(p);
+      p.set_name(name);
+    }
+    optimizer_ = optimizer_from_recipe(r, params_);
+    ema_ = std::make_unique<optim::Ema>(params_, r.get_double("train.ema_decay"));
+    loader_ = std::make_unique<data::DataLoader>(
+        train_set_, data::LoaderConfig{.batch_size = r.get_int("train.batch_size"),
+                                       .seed = seed_,
+                                       .shuffle = true,
+                                       .hflip = r.get_bool("data.hflip"),
+                                       .prefetch = r.get_int("data.prefetch")});
+    if (r.get_string("diffusion.objective") == "ddpm") {
+      ddpm_ = std::make_unique<diffusion::GaussianDiffusion>(diffusion::GaussianDiffusionConfig{
+          .num_timesteps = r.get_int("diffusion.num_timesteps"), .learn_sigma = cfg_.learn_sigma});
+    }
+    if (auto classifier = find_classifier(r.get_string("eval.classifier"))) {
+      classifier_ = load_classifier(*classifier);
+      classifier_path_ = *classifier;
+    }
+    if (run_.resume_from()) restore(*run_.resume_from());
+  }
+
+  TrainSummary run() {
+    const int64_t total = r_.get_int("train.steps");
+    const int64_t log_every = r_.get_int("train.log_every");
+    const int64_t sample_every = r_.get_int("train.sample_every");
+    const int64_t ckpt_every = r_.get_int("train.checkpoint_every");
+    print_header();
+    install_stop_handlers();
+    ProgressLine progress(out_);
+    Interval iv;
+    const Clock::time_point session_start = Clock::now();
+    const int64_t first_step = step_;
+    std::string last_ckpt;
+    bool interrupted = false;
+    while (step_ < total) {
+      if (stop_requested()) {
+        interrupted = true;
+        break;
+      }
+      train_step(iv);
+      if (step_ % log_every == 0 || step_ == total) {
+        progress.clear();
+        log(iv, total, session_start, first_step);
+        iv = Interval{};
+      }
+      if (sample_every > 0 && step_ % sample_every == 0) sample_grid();
+      if (ckpt_every > 0 && step_ % ckpt_every == 0) last_ckpt = checkpoint();
+      const double rate = double(step_ - first_step) / std::max(seconds_since(session_start), 1e-9);
+      progress.update(step_, total, rate > 0 ? double(total - step_) / rate : 0,
+                      "loss " + fmt(last_loss_));
+    }
+    progress.clear();
+    if (last_ckpt.empty() || !last_ckpt.ends_with("/" + std::to_string(step_)))
+      last_ckpt = checkpoint();
+    if (interrupted) {
+      out_ << "interrupted at step " << step_ << ": checkpoint " << last_ckpt
+           << " written; continue with --resume\n";
+    } else {
+      if (sample_every == 0 || step_ % sample_every != 0) sample_grid();
+      write_loss_plot();
+      out_ << "done: " << step_ << " steps in " << format_duration(seconds_since(session_start))
+           << "; run directory " << run_.path() << "\n";
+    }
+    return {step_, interrupted, run_.path(), last_ckpt};
+  }
+
+ private:
+  void print_header() {
+    out_ << "loom train: " << r_.source() << " -> " << run_.path() << "\n"
+         << "  model: " << (cfg_.num_experts ? "DiT-MoE" : "DiT") << " depth " << cfg_.depth
+         << ", width " << cfg_.hidden_size << ", " << cfg_.num_heads << " heads, patch "
+         << cfg_.patch_size << ", " << model_->num_tokens() << " tokens";
+    if (cfg_.num_experts)
+      out_ << ", " << cfg_.num_experts << " experts top-" << cfg_.top_k << " + "
+           << cfg_.num_shared_experts << " shared";
+    out_ << "; " << model_->num_parameters() << " parameters\n"
+         << "  data: " << r_.get_string("data.source") << ", " << train_set_->size()
+         << " images; objective " << r_.get_string("diffusion.objective") << "; batch "
+         << r_.get_int("train.batch_size") << " x " << r_.get_int("train.grad_accum")
+         << " accumulation; " << kernels::cpu::num_threads() << " threads\n";
+    if (classifier_) {
+      out_ << "  sample quality scored by the classifier at " << classifier_path_ << "\n";
+    } else {
+      out_ << "  no classifier found (train one with: loom train recipes/fmnist_classifier.toml): "
+              "samples are not scored\n";
+    }
+  }
+
+  void train_step(Interval& iv) {
+    const int64_t accum = r_.get_int("train.grad_accum");
+    model_->train();
+    optimizer_->zero_grad();
+    double loss = 0, mse = 0, vb = 0, aux_total = 0;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      const data::Batch batch = loader_->next();
+      const Tensor& x0 = batch.images;
+      Tensor aux;
+      std::vector<Tensor> counts;
+      const diffusion::ModelFn fn = [&](const Tensor& x_t, const Tensor& t) {
+        dit::DiT::Output o = model_->forward(x_t, t, batch.labels, &label_gen_);
+        aux = o.aux_loss;
+        counts = std::move(o.expert_counts);
+        return o.out;
+      };
+      diffusion::Losses l;
+      if (ddpm_) {
+        const Tensor t = ddpm_->sample_timesteps(x0.size(0), t_gen_);
+        const Tensor noise = randn(x0.shape(), noise_gen_);
+        l = ddpm_->training_losses(fn, x0, t, noise);
+      } else {
+        l = diffusion::RectifiedFlow().training_losses(fn, x0, noise_gen_);
+      }
+      Tensor objective = l.loss;
+      if (aux.defined()) objective = objective + aux;
+      (objective / double(accum)).backward();
+      loss += l.loss.item() / double(accum);
+      if (l.mse.defined()) mse += l.mse.item() / double(accum);
+      if (l.vb.defined()) vb += l.vb.item() / double(accum);
+      if (aux.defined()) aux_total += aux.item() / double(accum);
+      add_counts(iv, counts);
+      iv.images += x0.size(0);
+    }
+    const double gn = optim::clip_grad_norm(params_, r_.get_double("train.grad_clip"));
+    if (!std::isfinite(loss) || !std::isfinite(gn)) {
+      ++nonfinite_in_a_row_;
+      ++nonfinite_total_;
+      out_ << "warning: step " << step_ + 1 << ": non-finite "
+           << (std::isfinite(loss) ? "gradient" : "loss") << "; update skipped ("
+           << nonfinite_in_a_row_ << " in a row)\n";
+      LOOM_CHECK(nonfinite_in_a_row_ < r_.get_int("train.max_nonfinite_steps"), "[train] ",
+                 nonfinite_in_a_row_, " non-finite steps in a row, the last at step ", step_ + 1,
+                 "; lower optim.lr or enable train.grad_clip");
+      optimizer_->zero_grad();
+      ++step_;
+      return;
+    }
+    nonfinite_in_a_row_ = 0;
+    optimizer_->set_lr(optim::learning_rate_at(schedule_from_recipe(r_), step_));
+    optimizer_->step();
+    ema_->update();
+    ++step_;
+    last_loss_ = loss;
+    iv.loss += loss;
+    iv.mse += mse;
+    iv.vb += vb;
+    iv.aux += aux_total;
+    iv.grad_norm += gn;
+    ++iv.steps;
+  }
+
+  void add_counts(Interval& iv, const std::vector<Tensor>& counts) {
+    if (counts.empty()) return;
+    iv.expert_counts.resize(counts.size());
+    for (size_t l = 0; l < counts.size(); ++l) {
+      const auto c = counts[l].to_vector<double>();
+      iv.expert_counts[l].resize(c.size(), 0.0);
+      for (size_t e = 0; e < c.size(); ++e) iv.expert_counts[l][e] += c[e];
+    }
+  }
+
+  void log(const Interval& iv, int64_t total, Clock::time_point session_start, int64_t first_step) {
+    const double n = double(std::max<int64_t>(iv.steps, 1));
+    const double secs = seconds_since(iv.start);
+    const double img_s = double(iv.images) / std::max(secs, 1e-9);
+    const double elapsed = elapsed_before_ + seconds_since(session_start);
+    const double rate = double(step_ - first_step) / std::max(seconds_since(session_start), 1e-9);
+    std::vector<std::pair<std::string, double>> fields = {
+        {"step", double(step_)},  {"loss", iv.loss / n},           {"time", elapsed},
+        {"lr", optimizer_->lr()}, {"grad_norm", iv.grad_norm / n}, {"img_per_s", img_s}};
+    if (ddpm_ && cfg_.learn_sigma) {
+      fields.push_back({"mse", iv.mse / n});
+      fields.push_back({"vb", iv.vb / n});
+    }
+    std::ostringstream line;
+    line << "step " << std::setw(6) << step_ << "/" << total << " | loss " << fmt(iv.loss / n)
+         << " | " << fmt(img_s, 4) << " img/s | lr " << fmt(optimizer_->lr(), 3) << " | grad "
+         << fmt(iv.grad_norm / n, 3);
+    if (!iv.expert_counts.empty()) {
+      const double imb = load_imbalance(iv.expert_counts);
+      fields.push_back({"aux_loss", iv.aux / n});
+      fields.push_back({"load_imbalance", imb});
+      for (size_t l = 0; l < iv.expert_counts.size(); ++l)
+        fields.push_back(
+            {"load_imbalance_layer" + std::to_string(l), load_imbalance({iv.expert_counts[l]})});
+      line << " | load " << fmt(imb, 3);
+    }
+    if (nonfinite_total_) fields.push_back({"skipped_steps", double(nonfinite_total_)});
+    line << " | " << format_duration(elapsed);
+    if (rate > 0 && step_ < total)
+      line << ", eta " << format_duration(double(total - step_) / rate);
+    out_ << line.str() << std::endl;
+    run_.metrics().write(fields);
+  }
+
+  // EMA weights into the sampling model, then a grid with one row per class and fixed noise.
+  void sample_grid() {
+    ema_->copy_to(sample_model_->parameters());
+    const int64_t per_class = r_.get_int("sample.per_class");
+    const int64_t classes = std::min<int64_t>(cfg_.num_classes, 10);
+    const Tensor labels = class_grid_labels(classes, per_class);
+    Generator gen(uint64_t(r_.get_int("sample.seed")), 0);
+    const auto t0 = Clock::now();
+    const Tensor images =
+        generate_images(*sample_model_, sampler_config_from_recipe(r_), labels, gen);
+    std::ostringstream name;
+    name << run_.samples_dir() << "/step_" << std::setw(7) << std::setfill('0') << step_ << ".png";
+    save_png(name.str(), images, per_class);
+    std::ostringstream msg;
+    msg << "samples: " << name.str() << " (" << fmt(seconds_since(t0), 3) << " s)";
+    if (classifier_ && images.size(1) == classifier_->config().in_channels) {
+      const double cc = score_images(*classifier_, images, labels).accuracy;
+      msg << ", class consistency " << fmt(100 * cc, 3) << "%";
+      run_.metrics().write({{"step", double(step_)}, {"class_consistency", cc}});
+    }
+    out_ << msg.str() << std::endl;
+  }
+
+  std::string checkpoint() {
+    CheckpointContents c;
+    c.step = step_;
+    c.recipe_toml = r_.to_toml();
+    save_training_state(*model_, *optimizer_, names_, *loader_, &c);
+    for (size_t i = 0; i < params_.size(); ++i) c.ema.emplace_back(names_[i], ema_->averages()[i]);
+    c.counters["nonfinite_total"] = nonfinite_total_;
+    c.generators["timesteps"] = generator_state(t_gen_);
+    c.generators["noise"] = generator_state(noise_gen_);
+    c.generators["label_dropout"] = generator_state(label_gen_);
+    c.scalars["elapsed_seconds"] = elapsed_before_ + seconds_since(start_);
+    c.scalars["last_loss"] = last_loss_;
+    const std::string dir = run_.save(c);
+    out_ << "checkpoint: " << dir << std::endl;
+    return dir;
+  }
+
+  void restore(const CheckpointContents& c) {
+    load_training_state(*model_, *optimizer_, names_, *loader_, c);
+    std::map<std::string, Tensor> ema(c.ema.begin(), c.ema.end());
+    for (size_t i = 0; i < names_.size(); ++i) {
+      auto it = ema.find(names_[i]);
+      LOOM_CHECK(it != ema.end(), "[train] checkpoint at step ", c.step, " has no EMA of ",
+                 names_[i]);
+      copy_into(ema_->averages()[i], it->second);
+    }
+    t_gen_ = restore_generator(c.generators.at("timesteps"));
+    noise_gen_ = restore_generator(c.generators.at("noise"));
+    label_gen_ = restore_generator(c.generators.at("label_dropout"));
+    nonfinite_total_ = c.counters.count("nonfinite_total") ? c.counters.at("nonfinite_total") : 0;
+    elapsed_before_ = c.scalars.count("elapsed_seconds") ? c.scalars.at("elapsed_seconds") : 0;
+    step_ = c.step;
+  }
+
+  void write_loss_plot() {
+    std::vector<double> steps;
+    std::vector<std::vector<double>> series(1);
+    for (const auto& row : read_metrics(run_.path() + "/metrics.jsonl")) {
+      auto s = row.find("step"), l = row.find("loss");
+      if (s == row.end() || l == row.end()) continue;
+      steps.push_back(s->second);
+      series[0].push_back(l->second);
+    }
+    const std::string path = run_.path() + "/loss.svg";
+    save_loss_plot_svg(path, steps, series, {"training loss"}, "loom: " + r_.source());
+    out_ << "loss plot: " << path << "\n";
+  }
+
+  const Recipe& r_;
+  std::ostream& out_;
+  dit::DiTConfig cfg_;
+  std::shared_ptr<data::Dataset> train_set_;
+  RunDir run_;
+  uint64_t seed_;
+  Generator t_gen_, noise_gen_, label_gen_;
+  std::shared_ptr<dit::DiT> model_, sample_model_;
+  std::vector<std::string> names_;
+  std::vector<Tensor> params_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<optim::Ema> ema_;
+  std::unique_ptr<data::DataLoader> loader_;
+  std::unique_ptr<diffusion::GaussianDiffusion> ddpm_;
+  std::shared_ptr<classifier::ConvNet> classifier_;
+  std::string classifier_path_;
+  int64_t step_ = 0;
+  int64_t nonfinite_in_a_row_ = 0, nonfinite_total_ = 0;
+  double last_loss_ = 0, elapsed_before_ = 0;
+  Clock::time_point start_ = Clock::now();
+};
+
+}  // namespace
+
+TrainSummary train_diffusion(const Recipe& recipe, const TrainOptions& options, std::ostream& out) {
+  apply_threads(recipe);
+  DiffusionJob job(recipe, options, out);
+  return job.run();
+}
+
+}  // namespace loom::trainer
