@@ -9,8 +9,10 @@ Ema::Ema(std::vector<Tensor> params, double decay) : params_(std::move(params)),
   LOOM_CHECK(decay >= 0 && decay <= 1, "[ema] decay must be in [0, 1], got ", decay);
   NoGradGuard guard;
   for (const Tensor& p : params_) {
-    LOOM_CHECK(p.dtype() == DType::f32 && p.device().is_cpu(), "[ema] parameters must be f32 on "
-               "the CPU, got ", dtype_name(p.dtype()), " on ", p.device().str());
+    LOOM_CHECK(p.dtype() == DType::f32 && p.device().is_cpu(),
+               "[ema] parameters must be f32 on "
+               "the CPU, got ",
+               dtype_name(p.dtype()), " on ", p.device().str());
     averages_.push_back(p.detach().clone());
   }
 }

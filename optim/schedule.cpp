@@ -22,7 +22,8 @@ double learning_rate_at(const ScheduleConfig& c, int64_t step) {
     if (step < c.warmup_steps) return c.lr * double(step + 1) / double(c.warmup_steps);
     return cosine(c.lr, c.min_lr, step - c.warmup_steps, c.total_steps - c.warmup_steps);
   }
-  LOOM_FAIL("[schedule] unknown schedule '", c.kind, "' (expected constant, cosine or warmup_cosine)");
+  LOOM_FAIL("[schedule] unknown schedule '", c.kind,
+            "' (expected constant, cosine or warmup_cosine)");
 }
 
 }  // namespace loom::optim
