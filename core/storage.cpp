@@ -1,5 +1,7 @@
 #include "core/storage.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -9,7 +11,19 @@
 
 namespace loom {
 
+namespace {
+// Training allocates and frees the same large activation buffers every step. glibc would serve
+// each from a fresh mmap and unmap it on free, paying page faults and zeroing every time (most of
+// a step's system time); keeping large blocks in the heap lets them be reused instead.
+const bool g_heap_tuned = [] {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return true;
+}();
+}  // namespace
+
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  (void)g_heap_tuned;
   if (device.is_cpu()) {
     const size_t rounded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
     data_ = std::aligned_alloc(64, rounded);

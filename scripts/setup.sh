@@ -4,7 +4,11 @@
 #
 #   scripts/setup.sh              set up + build
 #   scripts/setup.sh test [ARGS]  set up + build + run every test (ctest ARGS, e.g. -R optim)
-#   scripts/setup.sh demo [ARGS]  set up + build + run `build/loom demo ARGS`
+#   scripts/setup.sh train [ARGS] set up + build + run the main job: train the sample classifier
+#                                 once (runs/fmnist_classifier), train the Fashion-MNIST DiT-MoE
+#                                 (runs/fmnist_dit_moe, resumed when it exists; ARGS go to
+#                                 `loom train`, e.g. --set train.steps=200), then `loom eval` it
+#   scripts/setup.sh demo [ARGS]  set up + build + run `build/loom demo ARGS` (a 2-layer MLP)
 #
 # Packages are installed with apt-get as root, through sudo otherwise; without either the script
 # prints the exact command to run and exits 1.
@@ -14,13 +18,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 mode="${1:-build}"
 case "$mode" in
-  build | test | demo) ;;
+  build | test | demo | train) ;;
   -h | --help)
-    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *)
-    echo "setup.sh: unknown command '$mode' (expected: test, demo, or nothing to just build)" >&2
+    echo "setup.sh: unknown command '$mode' (expected: train, test, demo, or nothing to just build)" >&2
     exit 2
     ;;
 esac
@@ -79,4 +83,13 @@ cmake --build build -j"$(nproc)"
 case "$mode" in
   test) ctest --test-dir build --output-on-failure -j2 "$@" ;;
   demo) build/loom demo "$@" ;;
+  train)
+    if ! compgen -G 'runs/fmnist_classifier/checkpoints/*/manifest.json' >/dev/null; then
+      build/loom train recipes/fmnist_classifier.toml
+    fi
+    resume=()
+    compgen -G 'runs/fmnist_dit_moe/checkpoints/*/manifest.json' >/dev/null && resume=(--resume)
+    build/loom train recipes/fmnist_dit_moe.toml "${resume[@]}" "$@"
+    build/loom eval runs/fmnist_dit_moe
+    ;;
 esac
