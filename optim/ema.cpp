@@ -1,11 +1,14 @@
 #include "optim/ema.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace loom::optim {
 
-Ema::Ema(std::vector<Tensor> params, double decay) : params_(std::move(params)), decay_(decay) {
+Ema::Ema(std::vector<Tensor> params, double decay, bool warmup)
+    : params_(std::move(params)), decay_(decay), warmup_(warmup) {
   LOOM_CHECK(decay >= 0 && decay <= 1, "[ema] decay must be in [0, 1], got ", decay);
   NoGradGuard guard;
   for (const Tensor& p : params_) {
@@ -17,8 +20,14 @@ Ema::Ema(std::vector<Tensor> params, double decay) : params_(std::move(params)),
   }
 }
 
+double Ema::current_decay() const {
+  if (!warmup_) return decay_;
+  return std::min(decay_, double(1 + updates_) / double(10 + updates_));
+}
+
 void Ema::update() {
-  const float d = float(decay_);
+  const float d = float(current_decay());
+  ++updates_;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor p = params_[i].contiguous();
     float* a = averages_[i].data<float>();

@@ -61,7 +61,7 @@ void log_progress(std::ostream& out, int64_t step, int64_t total) {
 
 void sample_command(const SampleOptions& o, std::ostream& out) {
   LOOM_CHECK(o.per_class >= 1, "[sample] --per-class must be >= 1, got ", o.per_class);
-  LoadedDiT loaded = load_dit(o.checkpoint);
+  LoadedDiT loaded = load_dit(o.checkpoint, o.use_ema);
   const int64_t num_classes = loaded.model->config().num_classes;
   std::vector<int64_t> classes = o.classes;
   if (classes.empty())
@@ -74,7 +74,7 @@ void sample_command(const SampleOptions& o, std::ostream& out) {
   }
   const SamplerConfig c = sampler_for(*loaded.recipe, o.steps, o.cfg_scale, o.sampler);
   out << "sampling " << labels.size() << " images from " << loaded.dir << " (step " << loaded.step
-      << ", EMA weights): " << c.sampler << " " << c.steps << " steps, cfg " << c.cfg_scale << "\n";
+      << (o.use_ema ? ", EMA weights" : ", raw weights") << "): " << c.sampler << " " << c.steps << " steps, cfg " << c.cfg_scale << "\n";
   Generator gen(o.seed, 0);
   const Tensor images =
       generate_images(*loaded.model, c, from_vector(labels, {int64_t(labels.size())}), gen,

@@ -29,6 +29,7 @@ struct SampleOptions {
   std::optional<int64_t> steps;     // default: the recipe's sample.steps
   std::string sampler;              // default: the recipe's sample.sampler
   uint64_t seed = 0;
+  bool use_ema = true;  // false: the raw trained weights
   std::string out = "samples.png";
 };
 void sample_command(const SampleOptions& options, std::ostream& out);

@@ -19,6 +19,7 @@
 #include "models/diffusion/rectified_flow.h"
 #include "optim/ema.h"
 #include "optim/grad_clip.h"
+#include "optim/param_groups.h"
 #include "trainer/classifier_score.h"
 #include "trainer/factory.h"
 #include "trainer/output/image_grid.h"
@@ -169,6 +170,8 @@ class DiffusionJob {
          << " images; objective " << r_.get_string("diffusion.objective") << "; batch "
          << r_.get_int("train.batch_size") << " x " << r_.get_int("train.grad_accum")
          << " accumulation; " << kernels::cpu::num_threads() << " threads\n";
+    if (auto* groups = dynamic_cast<const optim::MultiOptimizer*>(optimizer_.get()))
+      out_ << "  optimizer groups:\n" << optim::describe_groups(*groups);
     if (classifier_) {
       out_ << "  sample quality scored by the classifier at " << classifier_path_ << "\n";
     } else {
@@ -313,6 +316,7 @@ class DiffusionJob {
     save_training_state(*model_, *optimizer_, names_, *loader_, &c);
     for (size_t i = 0; i < params_.size(); ++i) c.ema.emplace_back(names_[i], ema_->averages()[i]);
     c.counters["nonfinite_total"] = nonfinite_total_;
+    c.counters["ema.updates"] = ema_->num_updates();
     c.generators["timesteps"] = generator_state(t_gen_);
     c.generators["noise"] = generator_state(noise_gen_);
     c.generators["label_dropout"] = generator_state(label_gen_);
@@ -336,6 +340,7 @@ class DiffusionJob {
     noise_gen_ = restore_generator(c.generators.at("noise"));
     label_gen_ = restore_generator(c.generators.at("label_dropout"));
     nonfinite_total_ = c.counters.count("nonfinite_total") ? c.counters.at("nonfinite_total") : 0;
+    ema_->set_num_updates(c.counters.count("ema.updates") ? c.counters.at("ema.updates") : c.step);
     elapsed_before_ = c.scalars.count("elapsed_seconds") ? c.scalars.at("elapsed_seconds") : 0;
     step_ = c.step;
   }

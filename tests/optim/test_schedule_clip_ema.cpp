@@ -27,6 +27,31 @@ TEST(Schedule, ConstantCosineWarmup) {
   EXPECT_THROW(learning_rate_at(c, 0), Error);
 }
 
+TEST(Schedule, WarmupStableDecay) {
+  // 10 steps, 2 of warmup, the last 30% (3 steps) decaying linearly from 0.1 to 0.01.
+  ScheduleConfig c{.kind = "wsd",
+                   .lr = 0.1,
+                   .min_lr = 0.01,
+                   .warmup_steps = 2,
+                   .total_steps = 10,
+                   .decay_fraction = 0.3};
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.05);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 1), 0.1);
+  for (int64_t s = 2; s <= 7; ++s) EXPECT_DOUBLE_EQ(learning_rate_at(c, s), 0.1) << s;
+  EXPECT_NEAR(learning_rate_at(c, 8), 0.07, 1e-12);
+  EXPECT_NEAR(learning_rate_at(c, 9), 0.04, 1e-12);
+  EXPECT_NEAR(learning_rate_at(c, 10), 0.01, 1e-12);
+  EXPECT_NEAR(learning_rate_at(c, 50), 0.01, 1e-12);  // clamped past the end
+  c.decay_fraction = 0;                               // no decay: warmup then constant to the end
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 9), 0.1);
+  c.decay_fraction = 1;  // no warmup, decay over the whole run
+  c.warmup_steps = 0;
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.1);
+  EXPECT_NEAR(learning_rate_at(c, 5), 0.055, 1e-12);
+  c.decay_fraction = 1.5;
+  EXPECT_THROW(learning_rate_at(c, 0), Error);
+}
+
 TEST(GradClip, NormAndScaling) {
   Tensor a = zeros({2}).set_requires_grad(), b = zeros({1}).set_requires_grad();
   Tensor unused = zeros({3}).set_requires_grad();
@@ -44,7 +69,7 @@ TEST(GradClip, NormAndScaling) {
 
 TEST(Ema, TracksTheAverage) {
   Tensor p = from_vector<float>({1, 2}, {2}).set_requires_grad();
-  Ema ema({p}, 0.5);
+  Ema ema({p}, 0.5, /*warmup=*/false);
   EXPECT_TRUE(allclose(ema.averages()[0], p));
   copy_into(p, from_vector<float>({3, 6}, {2}));
   ema.update();
@@ -53,6 +78,17 @@ TEST(Ema, TracksTheAverage) {
   ema.copy_to({target});
   EXPECT_TRUE(allclose(target, from_vector<float>({2, 4}, {2})));
   EXPECT_THROW(Ema({p}, 1.5), Error);
+}
+
+TEST(Ema, WarmupFollowsTheParametersEarly) {
+  Tensor p = zeros({1}).set_requires_grad();
+  Ema ema({p}, 0.999);
+  EXPECT_DOUBLE_EQ(ema.current_decay(), 0.1);  // (1 + 0) / (10 + 0)
+  copy_into(p, ones({1}));
+  ema.update();
+  EXPECT_NEAR(ema.averages()[0].item(), 0.9, 1e-6);
+  ema.set_num_updates(100000);
+  EXPECT_DOUBLE_EQ(ema.current_decay(), 0.999);  // the warmup has ended
 }
 
 }  // namespace loom::optim

@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
   sample_cmd->add_option("--sampler", sample.sampler, "ddpm, ddim or euler (default: recipe)")
       ->check(CLI::IsMember({"ddpm", "ddim", "euler"}));
   sample_cmd->add_option("--seed", sample.seed, "Noise seed")->capture_default_str();
+  bool no_ema = false;
+  sample_cmd->add_flag("--no-ema", no_ema, "Use the trained weights instead of their EMA");
   sample_cmd->add_option("--out", sample.out, "Output PNG")->capture_default_str();
 
   loom::trainer::EvalOptions eval;
@@ -144,6 +146,7 @@ int main(int argc, char** argv) {
     if (sample_cmd->parsed()) {
       if (*sample_cfg_opt) sample.cfg_scale = sample_cfg;
       if (*sample_steps_opt) sample.steps = sample_steps;
+      sample.use_ema = !no_ema;
       tr::sample_command(sample, std::cout);
     }
     if (eval_cmd->parsed()) {

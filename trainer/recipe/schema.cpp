@@ -107,7 +107,8 @@ std::vector<KeySpec> make_schema() {
               "complete."),
       number("train.ema_decay", "0.999", 0, 1,
              "Decay of the exponential moving average of the weights that sampling and "
-             "evaluation use; 0 makes the EMA a copy of the weights."),
+             "evaluation use, after a warmup min(decay, (1+n)/(10+n)) over the first updates; "
+             "0 makes the EMA a copy of the weights."),
       number("train.grad_clip", "1.0", 0, 1e6,
              "Clip the global gradient norm to this value; 0 disables."),
       integer("train.threads", "0", 0, 4096,
@@ -120,20 +121,51 @@ std::vector<KeySpec> make_schema() {
               "run stops with an error; 0 stops at the first."),
 
       // -- optim --
-      string("optim.name", "adamw", {"adamw", "sgd"},
-             "Optimizer: AdamW (decoupled weight decay) or SGD with momentum."),
+      string("optim.name", "adamw", {"adamw", "sgd", "muon"},
+             "Optimizer: AdamW (decoupled weight decay), SGD with momentum, or Muon for the "
+             "parameters matched by muon_patterns with AdamW for all the others."),
       number("optim.lr", "3e-4", 0, 100, "Peak learning rate."),
-      number("optim.weight_decay", "0.0", 0, 100, "Decoupled weight decay (AdamW) or L2 (SGD)."),
+      number("optim.weight_decay", "0.0", 0, 100,
+             "Decoupled weight decay (AdamW and Muon) or L2 (SGD)."),
       number("optim.beta1", "0.9", 0, 1, "AdamW first-moment decay."),
       number("optim.beta2", "0.999", 0, 1, "AdamW second-moment decay."),
       number("optim.eps", "1e-8", 0, 1, "AdamW denominator epsilon."),
       number("optim.momentum", "0.9", 0, 1, "SGD momentum; 0 = plain SGD."),
-      string("optim.schedule", "constant", {"constant", "cosine", "warmup_cosine"},
+      string("optim.schedule", "constant", {"constant", "cosine", "warmup_cosine", "wsd"},
              "Learning-rate schedule: constant (after warmup_steps of linear warmup), cosine "
-             "decay from lr to min_lr over train.steps, or linear warmup then cosine decay."),
+             "decay from lr to min_lr over train.steps, linear warmup then cosine decay, or "
+             "warmup-stable-decay (linear warmup, constant lr, linear decay to min_lr over the "
+             "last decay_fraction of the steps). With muon every group's rate follows the same "
+             "schedule, scaled by its own peak over lr."),
       integer("optim.warmup_steps", "0", 0, kMaxCount,
               "Steps of linear warmup from 0 to lr; at most train.steps."),
-      number("optim.min_lr", "0.0", 0, 100, "Learning rate at the end of a cosine decay."),
+      number("optim.min_lr", "0.0", 0, 100, "Learning rate at the end of a cosine or wsd decay."),
+      number("optim.decay_fraction", "0.2", 0, 1,
+             "wsd schedule: share of train.steps spent in the final linear decay."),
+      number("optim.muon_lr", "0.02", 0, 100,
+             "Muon peak learning rate (in units of spectral norm per update with the rows_cols "
+             "scale)."),
+      number("optim.muon_momentum", "0.95", 0, 1,
+             "Muon momentum: EMA decay of the gradient buffer that is orthogonalized."),
+      boolean("optim.muon_nesterov", "true",
+              "Muon orthogonalizes the Nesterov look-ahead (1 - momentum) g + momentum buffer "
+              "instead of the momentum buffer itself."),
+      string("optim.muon_scale", "rows_cols", {"rows_cols", "moonlight"},
+             "Muon update scale per matrix: sqrt(max(1, rows/cols)) (reference Muon) or "
+             "0.2 sqrt(max(rows, cols)) (Moonlight: update RMS like AdamW's, so AdamW-sized "
+             "rates fit)."),
+      string("optim.muon_patterns",
+             "blocks.*.attn.qkv.weight, blocks.*.attn.proj.weight, blocks.*.mlp.fc1.weight, "
+             "blocks.*.mlp.fc2.weight, blocks.*.moe.experts.w_gate, blocks.*.moe.experts.w_up, "
+             "blocks.*.moe.experts.w_down, blocks.*.moe.shared.*.weight, "
+             "blocks.*.adaLN_modulation.1.weight",
+             {},
+             "Comma-separated parameter-name patterns ('*' matches any characters) that Muon "
+             "trains when name = \"muon\"; everything else (embedders, final layer, routers, "
+             "biases) gets AdamW. The default is the DiT's hidden matrices: attention, MLPs, "
+             "experts (each expert a matrix of its own) and the blocks' adaLN linears."),
+      number("optim.adamw_lr", "-1", -1, 100,
+             "Peak learning rate of the AdamW group when name = \"muon\"; -1 = optim.lr."),
 
       // -- sample --
       string("sample.sampler", "ddim", {"ddpm", "ddim", "euler"},
