@@ -3,6 +3,7 @@
 #include "data/fashion_mnist.h"
 #include "kernels/cpu/thread_pool.h"
 #include "optim/adamw.h"
+#include "optim/param_groups.h"
 #include "optim/sgd.h"
 
 namespace loom::trainer {
@@ -89,9 +90,51 @@ void check_data_matches_model(const Recipe& r, const data::Dataset& d, int64_t i
           "larger than the dataset (" + std::to_string(d.size()) + " examples)");
 }
 
+std::vector<optim::ParamGroupSpec> param_groups_from_recipe(const Recipe& r) {
+  const double adamw_lr = r.get_double("optim.adamw_lr");
+  r.check(adamw_lr == -1 || adamw_lr >= 0, "optim.adamw_lr",
+          "must be -1 (= optim.lr) or >= 0, got " + std::to_string(adamw_lr));
+  r.check(r.get_double("optim.muon_momentum") < 1, "optim.muon_momentum", "must be < 1");
+  const std::vector<std::string> patterns =
+      optim::split_patterns(r.get_string("optim.muon_patterns"));
+  r.check(!patterns.empty(), "optim.muon_patterns", "needs at least one pattern");
+  optim::ParamGroupSpec muon{
+      .name = "muon",
+      .patterns = patterns,
+      .optimizer = "muon",
+      .lr = r.get_double("optim.muon_lr"),
+      .weight_decay = r.get_double("optim.weight_decay"),
+      .momentum = r.get_double("optim.muon_momentum"),
+      .nesterov = r.get_bool("optim.muon_nesterov"),
+      .muon_scale = optim::muon_scale_from_name(r.get_string("optim.muon_scale"))};
+  // No patterns: the AdamW group takes every parameter Muon does not.
+  optim::ParamGroupSpec adamw{.name = "adamw",
+                              .patterns = {},
+                              .optimizer = "adamw",
+                              .lr = adamw_lr == -1 ? r.get_double("optim.lr") : adamw_lr,
+                              .weight_decay = r.get_double("optim.weight_decay"),
+                              .beta1 = r.get_double("optim.beta1"),
+                              .beta2 = r.get_double("optim.beta2"),
+                              .eps = r.get_double("optim.eps")};
+  return {muon, adamw};
+}
+
 std::unique_ptr<optim::Optimizer> optimizer_from_recipe(const Recipe& r,
                                                         std::vector<Tensor> params) {
-  if (r.get_string("optim.name") == "sgd") {
+  const std::string name = r.get_string("optim.name");
+  if (name == "muon") {
+    const double base_lr = r.get_double("optim.lr");
+    r.check(base_lr > 0, "optim.lr",
+            "must be > 0 with muon: the schedule's rate over optim.lr scales every group");
+    std::vector<optim::ParamGroupSpec> groups = param_groups_from_recipe(r);
+    try {
+      return std::make_unique<optim::MultiOptimizer>(std::move(params), std::move(groups), base_lr);
+    } catch (const Error& e) {
+      // Group errors are almost always about the patterns, so point the recipe author there.
+      r.check(false, "optim.muon_patterns", e.what());
+    }
+  }
+  if (name == "sgd") {
     return std::make_unique<optim::Sgd>(
         std::move(params), optim::SgdConfig{.lr = r.get_double("optim.lr"),
                                             .momentum = r.get_double("optim.momentum"),
@@ -110,7 +153,8 @@ optim::ScheduleConfig schedule_from_recipe(const Recipe& r) {
           .lr = r.get_double("optim.lr"),
           .min_lr = r.get_double("optim.min_lr"),
           .warmup_steps = r.get_int("optim.warmup_steps"),
-          .total_steps = r.get_int("train.steps")};
+          .total_steps = r.get_int("train.steps"),
+          .decay_fraction = r.get_double("optim.decay_fraction")};
 }
 
 SamplerConfig sampler_config_from_recipe(const Recipe& r) {

@@ -8,6 +8,7 @@
 #include "data/dataset.h"
 #include "models/dit/dit.h"
 #include "optim/optimizer.h"
+#include "optim/param_groups.h"
 #include "optim/schedule.h"
 #include "trainer/recipe/recipe.h"
 #include "trainer/sampling.h"
@@ -24,8 +25,13 @@ std::shared_ptr<data::Dataset> dataset_from_recipe(const Recipe& recipe, bool tr
 void check_data_matches_model(const Recipe& recipe, const data::Dataset& dataset,
                               int64_t in_channels, int64_t input_size, int64_t num_classes);
 
+// optim.name = "muon" gives an optim::MultiOptimizer with two groups: "muon" (the parameters
+// matched by optim.muon_patterns; they are matched by Tensor::name, so params must be named) and
+// "adamw" (all the others). The other names give one AdamW or SGD over all params.
 std::unique_ptr<optim::Optimizer> optimizer_from_recipe(const Recipe& recipe,
                                                         std::vector<Tensor> params);
+// The two group specs that optimizer_from_recipe uses for optim.name = "muon".
+std::vector<optim::ParamGroupSpec> param_groups_from_recipe(const Recipe& recipe);
 optim::ScheduleConfig schedule_from_recipe(const Recipe& recipe);
 
 SamplerConfig sampler_config_from_recipe(const Recipe& recipe);

@@ -3,6 +3,8 @@
 #include <map>
 
 #include "optim/adamw.h"
+#include "optim/muon.h"
+#include "optim/param_groups.h"
 #include "optim/sgd.h"
 
 namespace loom::trainer {
@@ -23,11 +25,29 @@ Tensor checked_state(const std::map<std::string, Tensor>& state, const std::stri
   return it->second.to(DType::f32).contiguous().clone();
 }
 
+// The names of a group's parameters, in the group optimizer's order.
+std::vector<std::string> group_names(const optim::MultiOptimizer& multi, size_t g,
+                                     const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (size_t i : multi.group_indices(g)) out.push_back(names.at(i));
+  return out;
+}
+
 }  // namespace
 
 void save_optimizer_state(const optim::Optimizer& opt, const std::vector<std::string>& names,
                           CheckpointContents* out) {
-  if (auto* adam = dynamic_cast<const optim::AdamW*>(&opt)) {
+  if (auto* multi = dynamic_cast<const optim::MultiOptimizer*>(&opt)) {
+    // Each group writes its own optimizer's keys; parameter names are unique, so the groups'
+    // entries cannot collide and a group's state is found again by name on resume.
+    for (size_t g = 0; g < multi->num_groups(); ++g)
+      save_optimizer_state(multi->group_optimizer(g), group_names(*multi, g, names), out);
+  } else if (auto* muon = dynamic_cast<const optim::Muon*>(&opt)) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (muon->momentum_buffer(i).defined())
+        out->optimizer.emplace_back("muon_momentum." + names[i], muon->momentum_buffer(i));
+    }
+  } else if (auto* adam = dynamic_cast<const optim::AdamW*>(&opt)) {
     for (size_t i = 0; i < names.size(); ++i) {
       const optim::AdamWState& s = adam->state(i);
       out->counters["optim.step." + names[i]] = s.step;
@@ -49,7 +69,13 @@ void load_optimizer_state(optim::Optimizer& opt, const std::vector<std::string>&
                           const CheckpointContents& in) {
   const auto state = by_name(in.optimizer);
   const auto& params = opt.params();
-  if (auto* adam = dynamic_cast<optim::AdamW*>(&opt)) {
+  if (auto* multi = dynamic_cast<optim::MultiOptimizer*>(&opt)) {
+    for (size_t g = 0; g < multi->num_groups(); ++g)
+      load_optimizer_state(multi->group_optimizer(g), group_names(*multi, g, names), in);
+  } else if (auto* muon = dynamic_cast<optim::Muon*>(&opt)) {
+    for (size_t i = 0; i < names.size(); ++i)
+      muon->set_momentum_buffer(i, checked_state(state, "muon_momentum." + names[i], params[i]));
+  } else if (auto* adam = dynamic_cast<optim::AdamW*>(&opt)) {
     for (size_t i = 0; i < names.size(); ++i) {
       optim::AdamWState& s = adam->state(i);
       auto step = in.counters.find("optim.step." + names[i]);

@@ -11,6 +11,10 @@ using loom::testing::allclose;
 TEST(Schedule, ConstantCosineWarmup) {
   ScheduleConfig c{.kind = "constant", .lr = 0.1, .total_steps = 10};
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 7), 0.1);
+  c.warmup_steps = 2;
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.05);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 2), 0.1);
+  c.warmup_steps = 0;
   c.kind = "cosine";
   c.min_lr = 0.01;
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.1);

@@ -251,7 +251,7 @@ TEST_F(RecipeTest, WrongTypesRangesAndChoices) {
             "R:2: data.limit: must be in [-1, 9007199254740991], got -2");
   EXPECT_EQ(load_error("[optim]\nlr = nan\n"), "R:2: optim.lr: must be a finite number, got nan");
   EXPECT_EQ(load_error("[optim]\nname = \"adam\"\n"),
-            "R:2: optim.name: must be one of \"adamw\", \"sgd\"; got \"adam\"");
+            "R:2: optim.name: must be one of \"adamw\", \"sgd\", \"muon\"; got \"adam\"");
   EXPECT_EQ(load_error("[sample]\nsampler = \"DDIM\"\n"),
             "R:2: sample.sampler: must be one of \"ddpm\", \"ddim\", \"euler\"; got \"DDIM\"");
   // The bounds themselves are allowed.
@@ -322,7 +322,7 @@ TEST_F(RecipeTest, BadOverridesNameTheOverride) {
             "--set train.batch_size=0: train.batch_size: must be in [1, 1048576], got 0");
   EXPECT_EQ(err("data.hflip=yes"), "--set data.hflip=yes: data.hflip: expected boolean, got 'yes'");
   EXPECT_EQ(err("optim.name=adam"),
-            "--set optim.name=adam: optim.name: must be one of \"adamw\", \"sgd\"; got \"adam\"");
+            "--set optim.name=adam: optim.name: must be one of \"adamw\", \"sgd\", \"muon\"; got \"adam\"");
   EXPECT_EQ(err("train.steps"), "--set train.steps: expected key=value");
   EXPECT_EQ(err("=5"), "--set =5: expected key=value");
   EXPECT_TRUE(starts_with(err("train=5"),

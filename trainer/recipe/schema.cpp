@@ -81,8 +81,8 @@ std::vector<KeySpec> make_schema() {
              "$LOOM_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)."),
       boolean("data.hflip", "false", "Flip each training image horizontally with probability 1/2."),
       integer("data.limit", "-1", -1, kMaxCount, "Use at most this many examples; -1 = all."),
-      integer("data.prefetch", "2", 0, 64,
-              "Batches the loader thread prepares ahead of the step; 0 loads in the step."),
+      integer("data.prefetch", "2", 1, 64,
+              "Batches the loader thread prepares ahead of the step (at least 1)."),
       integer("data.synthetic_size", "10000", 1, kMaxCount,
               "Examples in the synthetic dataset (data.source = \"synthetic\")."),
 

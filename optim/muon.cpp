@@ -1,0 +1,149 @@
+#include "optim/muon.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/ops/linalg.h"
+
+namespace loom::optim {
+
+namespace {
+
+// Quintic coefficients from the reference: chosen to push every singular value in (0, 1] towards
+// [0.7, 1.1] quickly rather than to converge exactly to 1.
+constexpr float kNsA = 3.4445f, kNsB = -4.7750f, kNsC = 2.0315f;
+
+// How a parameter is seen as matrices: `count` matrices of rows x cols, stored one after another.
+struct MatrixLayout {
+  int64_t count, rows, cols;
+};
+
+MatrixLayout matrix_layout(const Shape& shape) {
+  if (shape.size() == 3) return {shape[0], shape[1], shape[2]};
+  int64_t rest = 1;
+  for (size_t d = 1; d < shape.size(); ++d) rest *= shape[d];
+  return {1, shape[0], rest};
+}
+
+}  // namespace
+
+MuonScale muon_scale_from_name(const std::string& name) {
+  if (name == "rows_cols") return MuonScale::rows_cols;
+  if (name == "moonlight") return MuonScale::moonlight;
+  LOOM_FAIL("[muon] unknown scale '", name, "' (expected rows_cols or moonlight)");
+}
+
+const char* muon_scale_name(MuonScale scale) {
+  return scale == MuonScale::moonlight ? "moonlight" : "rows_cols";
+}
+
+double muon_scale_factor(MuonScale scale, int64_t rows, int64_t cols) {
+  if (scale == MuonScale::moonlight) return 0.2 * std::sqrt(double(std::max(rows, cols)));
+  return std::sqrt(std::max(1.0, double(rows) / double(cols)));
+}
+
+Tensor newton_schulz(const Tensor& g, int64_t steps) {
+  LOOM_CHECK(g.defined() && g.dim() == 2, "[muon] newton_schulz expects a 2-D tensor, got ",
+             g.defined() ? shape_str(g.shape()) : std::string("an undefined tensor"));
+  LOOM_CHECK(steps >= 0, "[muon] newton_schulz steps must be >= 0, got ", steps);
+  NoGradGuard no_grad;
+  // The wide orientation keeps the Gram matrix X Xᵀ small; copying the transpose into a fresh
+  // contiguous buffer makes the tall case run exactly the wide case's arithmetic, hence the
+  // bitwise NS5(Gᵀ) == NS5(G)ᵀ.
+  const bool tall = g.size(0) > g.size(1);
+  const Tensor src = tall ? g.t() : g;
+  Tensor x = empty(src.shape());
+  copy_into(x, src);
+  float* xd = x.data<float>();
+  const int64_t n = x.numel();
+
+  // Frobenius norm in double so large matrices do not lose the sum; it bounds the spectral norm,
+  // which puts every singular value in [0, 1] where the quintic map is designed to work.
+  double sq = 0;
+  for (int64_t k = 0; k < n; ++k) sq += double(xd[k]) * double(xd[k]);
+  const float denom = float(std::sqrt(sq) + 1e-7);
+  for (int64_t k = 0; k < n; ++k) xd[k] /= denom;
+
+  for (int64_t s = 0; s < steps; ++s) {
+    Tensor a = matmul(x, x.t()).contiguous();  // [r, r]
+    const Tensor aa = matmul(a, a).contiguous();
+    float* ad = a.data<float>();
+    const float* aad = aa.data<float>();
+    for (int64_t k = 0; k < a.numel(); ++k) ad[k] = kNsB * ad[k] + kNsC * aad[k];
+    const Tensor bx = matmul(a, x).contiguous();  // [r, c]
+    const float* bxd = bx.data<float>();
+    for (int64_t k = 0; k < n; ++k) xd[k] = kNsA * xd[k] + bxd[k];
+  }
+  return tall ? x.t().contiguous() : x;
+}
+
+Muon::Muon(std::vector<Tensor> params, const MuonConfig& config)
+    : Optimizer(std::move(params), config.lr, "muon"), config_(config) {
+  LOOM_CHECK(config.momentum >= 0 && config.momentum < 1, "[muon] momentum must be in [0, 1), got ",
+             config.momentum);
+  LOOM_CHECK(config.weight_decay >= 0, "[muon] weight_decay must be >= 0, got ",
+             config.weight_decay);
+  LOOM_CHECK(config.ns_steps >= 1, "[muon] ns_steps must be >= 1, got ", config.ns_steps);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    LOOM_CHECK(params_[i].dim() >= 2, "[muon] parameter ", param_label(i), " has shape ",
+               shape_str(params_[i].shape()),
+               "; Muon needs matrices (rank >= 2): put it in an AdamW group");
+  }
+  buffers_.resize(params_.size());
+}
+
+void Muon::set_momentum_buffer(size_t i, const Tensor& buffer) {
+  LOOM_CHECK(i < params_.size(), "[muon] parameter index ", i, " out of range (", params_.size(),
+             " parameters)");
+  if (!buffer.defined()) {
+    buffers_[i] = Tensor();
+    return;
+  }
+  LOOM_CHECK(buffer.shape() == params_[i].shape(), "[muon] momentum buffer of shape ",
+             shape_str(buffer.shape()), " for parameter ", param_label(i), " of shape ",
+             shape_str(params_[i].shape()));
+  NoGradGuard no_grad;
+  buffers_[i] = empty(params_[i].shape());
+  copy_into(buffers_[i], buffer);
+}
+
+void Muon::step() {
+  NoGradGuard no_grad;
+  const float beta = float(config_.momentum);
+  const float one_beta = float(1 - config_.momentum);
+  const float decay = float(1 - lr_ * config_.weight_decay);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor g = grad_of(i);
+    if (!g.defined()) continue;
+    Tensor& p = params_[i];
+    if (!buffers_[i].defined()) buffers_[i] = zeros(p.shape());
+    const int64_t n = p.numel();
+    float* m = buffers_[i].data<float>();
+    const float* gd = g.data<float>();
+    // lerp forms, as the reference (torch lerp_): m += (1 - beta)(g - m), u = g + beta (m - g).
+    Tensor u = empty(p.shape());
+    float* ud = u.data<float>();
+    for (int64_t k = 0; k < n; ++k) {
+      m[k] += one_beta * (gd[k] - m[k]);
+      ud[k] = config_.nesterov ? gd[k] + beta * (m[k] - gd[k]) : m[k];
+    }
+
+    // Decay the whole parameter first: the reference multiplies p by (1 - lr wd) and then adds
+    // the orthogonalized update, so the update itself is not decayed.
+    float* pd = p.data<float>();
+    for (int64_t k = 0; k < n; ++k) pd[k] *= decay;
+
+    const MatrixLayout L = matrix_layout(p.shape());
+    const Tensor stack = u.view({L.count, L.rows, L.cols});
+    const float step = float(lr_ * muon_scale_factor(config_.scale, L.rows, L.cols));
+    const int64_t per = L.rows * L.cols;
+    for (int64_t j = 0; j < L.count; ++j) {
+      const Tensor o = newton_schulz(stack.select(0, j), config_.ns_steps);
+      const float* od = o.data<float>();
+      float* pj = pd + j * per;
+      for (int64_t k = 0; k < per; ++k) pj[k] -= step * od[k];
+    }
+  }
+}
+
+}  // namespace loom::optim

@@ -1,0 +1,80 @@
+#pragma once
+// Muon: momentum orthogonalized by a Newton–Schulz iteration, for matrix-shaped parameters
+// (ALGORITHMS.md §8.1, the reference muon.py update), in f32 on the CPU:
+//
+//   m = beta * m + (1 - beta) * g                  (EMA momentum, zero at a parameter's first step)
+//   u = (1 - beta) * g + beta * m   (nesterov)  or  u = m
+//   O = NS5(u)                                     (per matrix, below)
+//   p = p * (1 - lr * weight_decay)                (decoupled decay, before the update)
+//   p = p - lr * scale(rows, cols) * O
+//
+// Matrices: a 2-D parameter [rows, cols] is one matrix; a 3-D parameter [n, rows, cols] is a stack
+// of n independent matrices (MoE experts [E, out, in]), each orthogonalized and scaled on its own;
+// a parameter of rank >= 4 (a conv weight [out, in, kh, kw]) is flattened to [out, in*kh*kw].
+// Parameters of rank < 2 are rejected at construction: they belong in an AdamW group.
+//
+// Scale: rows_cols is the reference sqrt(max(1, rows / cols)); moonlight is Moonlight's
+// 0.2 * sqrt(max(rows, cols)) (§8.3), which makes the update's RMS about 0.2 * lr, like AdamW's.
+// rows and cols are those of the matrix that is orthogonalized (for a flattened conv weight the
+// reference uses kh / kw instead, a quirk this class does not copy).
+//
+// NS5 (newton_schulz): X = G / (||G||_F + 1e-7), then `steps` times A = X Xᵀ,
+// X = a X + (b A + c A A) X with (a, b, c) = (3.4445, -4.7750, 2.0315). It runs on the wide
+// orientation (a tall G is transposed first and the result transposed back), so
+// newton_schulz(Gᵀ) == newton_schulz(G)ᵀ bitwise. Singular values map to about [0.68, 1.13], not
+// exactly 1. Unlike the reference (bf16 on the GPU) everything here is f32.
+//
+// State: one momentum buffer per parameter, f32 and shaped like it, undefined until the
+// parameter's first step; exposed for checkpoints. The step count is not needed (no bias
+// correction).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "optim/optimizer.h"
+
+namespace loom::optim {
+
+enum class MuonScale { rows_cols, moonlight };
+
+// "rows_cols" or "moonlight"; throws loom::Error naming the accepted values otherwise.
+MuonScale muon_scale_from_name(const std::string& name);
+const char* muon_scale_name(MuonScale scale);
+// The update multiplier for one rows x cols matrix.
+double muon_scale_factor(MuonScale scale, int64_t rows, int64_t cols);
+
+// NS5 of a 2-D tensor (any float dtype, any strides); returns a new contiguous f32 [rows, cols]
+// tensor. Throws for a tensor that is not 2-D or steps < 0.
+Tensor newton_schulz(const Tensor& g, int64_t steps = 5);
+
+struct MuonConfig {
+  double lr = 0.02;
+  double momentum = 0.95;
+  bool nesterov = true;
+  double weight_decay = 0;
+  int64_t ns_steps = 5;
+  MuonScale scale = MuonScale::rows_cols;
+};
+
+class Muon final : public Optimizer {
+ public:
+  // Throws loom::Error for lr < 0, momentum outside [0, 1), weight_decay < 0, ns_steps < 1, or a
+  // parameter of rank < 2 (named).
+  explicit Muon(std::vector<Tensor> params, const MuonConfig& config = {});
+
+  void step() override;
+
+  const MuonConfig& config() const { return config_; }
+  // Parameter i's momentum buffer; undefined until its first step.
+  const Tensor& momentum_buffer(size_t i) const { return buffers_.at(i); }
+  // Restores parameter i's momentum buffer (checkpoint loading). A defined buffer must match the
+  // parameter's shape and is copied into a fresh contiguous f32 tensor; an undefined one clears
+  // the buffer, so the next step starts from zero momentum.
+  void set_momentum_buffer(size_t i, const Tensor& buffer);
+
+ private:
+  MuonConfig config_;
+  std::vector<Tensor> buffers_;
+};
+
+}  // namespace loom::optim
