@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "parallel/communicator.h"
 #include "trainer/commands.h"
 #include "trainer/demo.h"
 #include "trainer/recipe/recipe.h"
@@ -136,6 +137,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Under mpirun a failing rank must take the others down instead of leaving them in a collective.
+  bool multi_rank = false;
+  try {
+    multi_rank = loom::parallel::launched_world_size() > 1;
+  } catch (const loom::Error& e) {
+    std::fprintf(stderr, "loom: error: %s\n", e.what());
+    return 2;
+  }
   try {
     namespace tr = loom::trainer;
     if (demo_cmd->parsed()) tr::run_demo(demo, std::cout);
@@ -162,9 +171,11 @@ int main(int argc, char** argv) {
       if (!recipe_doc && recipe_check.empty()) std::cout << recipe_cmd->help();
     }
   } catch (const loom::Error& e) {
+    if (multi_rank) loom::parallel::abort_all(std::string("error: ") + e.what(), 2);
     std::fprintf(stderr, "loom: error: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {
+    if (multi_rank) loom::parallel::abort_all(std::string("internal error: ") + e.what(), 1);
     std::fprintf(stderr, "loom: internal error: %s\n", e.what());
     return 1;
   }
