@@ -8,6 +8,14 @@
 
 namespace loom::trainer {
 
+namespace {
+// Of two keys whose combination is inconsistent, the one the user set (the second when both or
+// neither were), so the message points at the line to edit.
+std::string set_key(const Recipe& r, const std::string& a, const std::string& b) {
+  return r.location(b).ends_with(":default") && !r.location(a).ends_with(":default") ? a : b;
+}
+}  // namespace
+
 dit::DiTConfig dit_config_from_recipe(const Recipe& r) {
   dit::DiTConfig c;
   const std::string name = r.get_string("model.name");
@@ -35,12 +43,12 @@ dit::DiTConfig dit_config_from_recipe(const Recipe& r) {
   c.class_dropout_prob = r.get_double("model.class_dropout_prob");
   c.learn_sigma = r.get_bool("model.learn_sigma");
   c.aux_loss_coef = r.get_double("model.aux_loss_coef");
-  r.check(c.hidden_size % c.num_heads == 0, "model.num_heads",
+  r.check(c.hidden_size % c.num_heads == 0, set_key(r, "model.hidden_size", "model.num_heads"),
           "hidden_size " + std::to_string(c.hidden_size) + " is not divisible by num_heads " +
               std::to_string(c.num_heads));
   r.check(c.hidden_size % 4 == 0, "model.hidden_size",
           "must be divisible by 4 (2-D sin-cos position embedding)");
-  r.check(c.input_size % c.patch_size == 0, "model.patch_size",
+  r.check(c.input_size % c.patch_size == 0, set_key(r, "model.input_size", "model.patch_size"),
           "input_size " + std::to_string(c.input_size) + " is not divisible by patch_size " +
               std::to_string(c.patch_size));
   r.check(
