@@ -83,15 +83,15 @@ TEST_F(RecipeTest, DefaultsResolveToTheMainJob) {
   EXPECT_EQ(r.get_string("data.source"), "fashion_mnist");
   EXPECT_EQ(r.get_string("data.path"), "");
   EXPECT_EQ(r.get_int("data.limit"), -1);
-  EXPECT_EQ(r.get_int("train.steps"), 3000);
+  EXPECT_EQ(r.get_int("train.steps"), 800);
   EXPECT_EQ(r.get_int("train.batch_size"), 128);
   EXPECT_EQ(r.get_double("train.ema_decay"), 0.999);
   EXPECT_FALSE(r.get_bool("train.activation_checkpointing"));
   EXPECT_EQ(r.get_string("optim.name"), "adamw");
-  EXPECT_EQ(r.get_double("optim.lr"), 3e-4);
+  EXPECT_EQ(r.get_double("optim.lr"), 1e-3);
   EXPECT_EQ(r.get_double("optim.eps"), 1e-8);
   EXPECT_EQ(r.get_int("sample.seed"), 1234);
-  EXPECT_EQ(r.get_int("eval.per_class"), 100);
+  EXPECT_EQ(r.get_int("eval.per_class"), 50);
   EXPECT_EQ(r.get_int("parallel.dp"), 1);
   EXPECT_EQ(r.location("train.steps"), "empty.toml:default");
 }

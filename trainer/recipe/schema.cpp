@@ -87,7 +87,7 @@ std::vector<KeySpec> make_schema() {
               "Examples in the synthetic dataset (data.source = \"synthetic\")."),
 
       // -- train --
-      integer("train.steps", "3000", 1, kMaxCount, "Optimizer steps to train for."),
+      integer("train.steps", "800", 1, kMaxCount, "Optimizer steps to train for."),
       integer("train.batch_size", "128", 1, 1048576,
               "Global batch: examples per optimizer step, summed over data-parallel ranks and "
               "accumulation micro-batches; divisible by parallel.dp * train.grad_accum."),
@@ -97,9 +97,9 @@ std::vector<KeySpec> make_schema() {
               "Seed of the initial weights, the data order, the noise and the timesteps."),
       integer("train.log_every", "50", 1, kMaxCount,
               "Steps between console lines and metrics.jsonl records."),
-      integer("train.sample_every", "500", 0, kMaxCount,
+      integer("train.sample_every", "200", 0, kMaxCount,
               "Steps between sample grids written to samples/; 0 disables."),
-      integer("train.checkpoint_every", "500", 0, kMaxCount,
+      integer("train.checkpoint_every", "200", 0, kMaxCount,
               "Steps between checkpoints (one is always written at the end); 0 disables the "
               "periodic ones."),
       integer("train.keep_checkpoints", "3", 1, 1000000,
@@ -124,22 +124,22 @@ std::vector<KeySpec> make_schema() {
       string("optim.name", "adamw", {"adamw", "sgd", "muon"},
              "Optimizer: AdamW (decoupled weight decay), SGD with momentum, or Muon for the "
              "parameters matched by muon_patterns with AdamW for all the others."),
-      number("optim.lr", "3e-4", 0, 100, "Peak learning rate."),
+      number("optim.lr", "1e-3", 0, 100, "Peak learning rate."),
       number("optim.weight_decay", "0.0", 0, 100,
              "Decoupled weight decay (AdamW and Muon) or L2 (SGD)."),
       number("optim.beta1", "0.9", 0, 1, "AdamW first-moment decay."),
       number("optim.beta2", "0.999", 0, 1, "AdamW second-moment decay."),
       number("optim.eps", "1e-8", 0, 1, "AdamW denominator epsilon."),
       number("optim.momentum", "0.9", 0, 1, "SGD momentum; 0 = plain SGD."),
-      string("optim.schedule", "constant", {"constant", "cosine", "warmup_cosine", "wsd"},
+      string("optim.schedule", "warmup_cosine", {"constant", "cosine", "warmup_cosine", "wsd"},
              "Learning-rate schedule: constant (after warmup_steps of linear warmup), cosine "
              "decay from lr to min_lr over train.steps, linear warmup then cosine decay, or "
              "warmup-stable-decay (linear warmup, constant lr, linear decay to min_lr over the "
              "last decay_fraction of the steps). With muon every group's rate follows the same "
              "schedule, scaled by its own peak over lr."),
-      integer("optim.warmup_steps", "0", 0, kMaxCount,
+      integer("optim.warmup_steps", "50", 0, kMaxCount,
               "Steps of linear warmup from 0 to lr; at most train.steps."),
-      number("optim.min_lr", "0.0", 0, 100, "Learning rate at the end of a cosine or wsd decay."),
+      number("optim.min_lr", "1e-4", 0, 100, "Learning rate at the end of a cosine or wsd decay."),
       number("optim.decay_fraction", "0.2", 0, 1,
              "wsd schedule: share of train.steps spent in the final linear decay."),
       number("optim.muon_lr", "0.02", 0, 100,
@@ -171,7 +171,7 @@ std::vector<KeySpec> make_schema() {
       string("sample.sampler", "ddim", {"ddpm", "ddim", "euler"},
              "Sampler for sample grids and evaluation: ancestral DDPM or DDIM (ddpm objective) "
              "over respaced timesteps, Euler ODE steps (rectified_flow objective)."),
-      integer("sample.steps", "50", 1, 100000, "Denoising steps per sample."),
+      integer("sample.steps", "25", 1, 100000, "Denoising steps per sample."),
       number("sample.cfg_scale", "2.0", 0, 100,
              "Classifier-free guidance scale; 1 = conditional model only, no guidance."),
       number("sample.eta", "0.0", 0, 1,
@@ -185,8 +185,8 @@ std::vector<KeySpec> make_schema() {
       string("eval.classifier", "", {},
              "Checkpoint of the classifier that scores samples (a task = \"classifier\" run); "
              "\"\" = runs/fmnist_classifier/checkpoints/latest."),
-      integer("eval.per_class", "100", 1, 1000000, "Samples per class generated for evaluation."),
-      integer("eval.steps", "50", 1, 100000, "Denoising steps per evaluation sample."),
+      integer("eval.per_class", "50", 1, 1000000, "Samples per class generated for evaluation."),
+      integer("eval.steps", "25", 1, 100000, "Denoising steps per evaluation sample."),
 
       // -- parallel --
       integer("parallel.dp", "1", 1, 65536,
