@@ -245,7 +245,8 @@ TEST(DefaultDitGrouping, HiddenMatricesGetMuonEverythingElseAdamW) {
   for (const int64_t experts : {int64_t(2), int64_t(0)}) {
     SCOPED_TRACE(experts ? "DiT-MoE" : "dense DiT");
     const std::vector<Tensor> ps = dit_params(experts);
-    const trainer::Recipe r = trainer::Recipe::from_string("", "defaults", {"optim.name=muon"});
+    const trainer::Recipe r = trainer::Recipe::from_string(
+        "", "defaults", {"optim.name=muon", "optim.lr=3e-4", "optim.adamw_lr=-1"});
     const auto opt = trainer::optimizer_from_recipe(r, ps);
     const auto* multi = dynamic_cast<const MultiOptimizer*>(opt.get());
     ASSERT_NE(multi, nullptr);

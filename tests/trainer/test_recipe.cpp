@@ -87,7 +87,7 @@ TEST_F(RecipeTest, DefaultsResolveToTheMainJob) {
   EXPECT_EQ(r.get_int("train.batch_size"), 128);
   EXPECT_EQ(r.get_double("train.ema_decay"), 0.999);
   EXPECT_FALSE(r.get_bool("train.activation_checkpointing"));
-  EXPECT_EQ(r.get_string("optim.name"), "adamw");
+  EXPECT_EQ(r.get_string("optim.name"), "muon");
   EXPECT_EQ(r.get_double("optim.lr"), 1e-3);
   EXPECT_EQ(r.get_double("optim.eps"), 1e-8);
   EXPECT_EQ(r.get_int("sample.seed"), 1234);

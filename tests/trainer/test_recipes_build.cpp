@@ -25,7 +25,7 @@ TEST(RecipesBuild, NamedConfigsHaveThePaperParameterCounts) {
 }
 
 TEST(RecipesBuild, FashionMnistRecipesBuildTheirModelsAndData) {
-  for (const char* name : {"fmnist_dit_moe.toml", "fmnist_dit.toml", "fmnist_dit_muon.toml"}) {
+  for (const char* name : {"fmnist_dit_moe.toml", "fmnist_dit.toml", "fmnist_dit_adamw.toml"}) {
     const Recipe r = load(name);
     const dit::DiTConfig cfg = dit_config_from_recipe(r);
     Generator gen(0);

@@ -121,7 +121,7 @@ std::vector<KeySpec> make_schema() {
               "run stops with an error; 0 stops at the first."),
 
       // -- optim --
-      string("optim.name", "adamw", {"adamw", "sgd", "muon"},
+      string("optim.name", "muon", {"adamw", "sgd", "muon"},
              "Optimizer: AdamW (decoupled weight decay), SGD with momentum, or Muon for the "
              "parameters matched by muon_patterns with AdamW for all the others."),
       number("optim.lr", "1e-3", 0, 100, "Peak learning rate."),
@@ -164,7 +164,7 @@ std::vector<KeySpec> make_schema() {
              "trains when name = \"muon\"; everything else (embedders, final layer, routers, "
              "biases) gets AdamW. The default is the DiT's hidden matrices: attention, MLPs, "
              "experts (each expert a matrix of its own) and the blocks' adaLN linears."),
-      number("optim.adamw_lr", "-1", -1, 100,
+      number("optim.adamw_lr", "1e-2", -1, 100,
              "Peak learning rate of the AdamW group when name = \"muon\"; -1 = optim.lr."),
 
       // -- sample --
