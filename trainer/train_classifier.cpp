@@ -51,7 +51,7 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
   std::vector<Tensor> params;
   for (const auto& [name, p] : net.named_parameters()) {
     names.push_back(name);
-    params.push_back(p);
+    params.push_back(p.set_name(name));  // optimizer groups select parameters by name
   }
   auto optimizer = optimizer_from_recipe(r, params);
   data::DataLoader loader(train_set, {.batch_size = r.get_int("train.batch_size"),

@@ -105,8 +105,19 @@ class DiffusionJob {
           .num_timesteps = r.get_int("diffusion.num_timesteps"), .learn_sigma = cfg_.learn_sigma});
     }
     if (auto classifier = find_classifier(r.get_string("eval.classifier"))) {
-      classifier_ = load_classifier(*classifier);
-      classifier_path_ = *classifier;
+      auto net = load_classifier(*classifier);
+      const classifier::ConvNetConfig& cc = net->config();
+      const bool fits = cc.in_channels == cfg_.in_channels && cc.image_size == cfg_.input_size &&
+                        cc.num_classes == cfg_.num_classes;
+      // The default classifier is only a convenience: one made for other images is skipped.
+      r.check(fits || r.get_string("eval.classifier").empty(), "eval.classifier",
+              "the classifier at " + *classifier + " scores " + std::to_string(cc.in_channels) +
+                  "x" + std::to_string(cc.image_size) + "x" + std::to_string(cc.image_size) +
+                  " images of " + std::to_string(cc.num_classes) + " classes, not this model's");
+      if (fits) {
+        classifier_ = net;
+        classifier_path_ = *classifier;
+      }
     }
     if (run_.resume_from()) restore(*run_.resume_from());
   }
@@ -301,7 +312,7 @@ class DiffusionJob {
     save_png(name.str(), images, per_class);
     std::ostringstream msg;
     msg << "samples: " << name.str() << " (" << fmt(seconds_since(t0), 3) << " s)";
-    if (classifier_ && images.size(1) == classifier_->config().in_channels) {
+    if (classifier_) {
       const double cc = score_images(*classifier_, images, labels).accuracy;
       msg << ", class consistency " << fmt(100 * cc, 3) << "%";
       run_.metrics().write({{"step", double(step_)}, {"class_consistency", cc}});

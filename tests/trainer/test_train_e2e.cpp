@@ -104,8 +104,9 @@ TEST(TrainE2E, SampleInspectAndEvalUseTheCheckpoint) {
   EXPECT_NE(inspect.str().find("step 2"), std::string::npos) << inspect.str();
   EXPECT_NE(inspect.str().find("blocks.0.moe.router.weight"), std::string::npos) << inspect.str();
   // A classifier on the same synthetic data, then eval with it.
-  train(Recipe::from_string(tiny_recipe(3, "task = \"classifier\"\n"), "c.toml"), {.out_dir = cls},
-        log);
+  train(Recipe::from_string(
+            tiny_recipe(3, "task = \"classifier\"\n") + "[optim]\nname = \"adamw\"\n", "c.toml"),
+        {.out_dir = cls}, log);
   const EvalResult e = eval_command({.checkpoint = dir, .classifier = cls}, log);
   EXPECT_EQ(e.images, 12);
   EXPECT_GE(e.class_consistency, 0.0);
