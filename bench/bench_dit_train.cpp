@@ -34,9 +34,15 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters);
   CLI11_PARSE(app, argc, argv);
 
-  const dit::DiTConfig cfg{.input_size = image, .patch_size = patch, .in_channels = channels,
-                           .hidden_size = width, .depth = depth, .num_heads = heads,
-                           .num_classes = classes, .num_experts = experts, .top_k = topk,
+  const dit::DiTConfig cfg{.input_size = image,
+                           .patch_size = patch,
+                           .in_channels = channels,
+                           .hidden_size = width,
+                           .depth = depth,
+                           .num_heads = heads,
+                           .num_classes = classes,
+                           .num_experts = experts,
+                           .top_k = topk,
                            .num_shared_experts = shared};
   Generator gen(0);
   dit::DiT model(cfg, gen);
@@ -65,8 +71,9 @@ int main(int argc, char** argv) {
   const double st = times[times.size() / 2];
   // The peer's count: 3 x forward matmul FLOPs (qkv+proj, MLP or routed+shared experts, attention).
   const double d = double(width), T = double(tokens);
-  const double mlp = experts ? 12 * d * d * double(topk) + 3 * d * double(shared) * d + double(experts) * d
-                             : 8 * d * d;
+  const double mlp =
+      experts ? 12 * d * d * double(topk) + 3 * d * double(shared) * d + double(experts) * d
+              : 8 * d * d;
   const double flops = 3 * 2 * T * double(depth) * (4 * d * d + mlp + 2 * T * d) * double(batch);
   std::printf(
       "{\"impl\": \"loom\", \"depth\": %ld, \"width\": %ld, \"experts\": %ld, \"topk\": %ld, "

@@ -10,9 +10,15 @@ namespace {
 thread_local bool g_grad_enabled = true;
 }
 
-bool grad_enabled() { return g_grad_enabled; }
-NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+bool grad_enabled() {
+  return g_grad_enabled;
+}
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) {
+  g_grad_enabled = false;
+}
+NoGradGuard::~NoGradGuard() {
+  g_grad_enabled = prev_;
+}
 
 std::vector<Tensor> apply_op(const std::shared_ptr<Op>& op, const std::vector<Tensor>& inputs) {
   bool needs_graph = false;
@@ -96,13 +102,16 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   NoGradGuard guard;
   Tensor seed = seed_in;
   if (!seed.defined()) {
-    LOOM_CHECK(root.numel() == 1, "[backward] without a seed gradient the tensor must have one "
-               "element, got shape ", shape_str(root.shape()));
+    LOOM_CHECK(root.numel() == 1,
+               "[backward] without a seed gradient the tensor must have one "
+               "element, got shape ",
+               shape_str(root.shape()));
     seed = ones_like(root);
   }
   LOOM_CHECK(seed.shape() == root.shape(), "[backward] seed shape ", shape_str(seed.shape()),
              " does not match tensor shape ", shape_str(root.shape()));
-  LOOM_CHECK(root.requires_grad(), "[backward] tensor does not require grad (no parameter "
+  LOOM_CHECK(root.requires_grad(),
+             "[backward] tensor does not require grad (no parameter "
              "that requires grad was used to compute it)");
   if (!root.grad_fn()) {  // a leaf: d root / d root = seed
     accumulate_leaf(root.impl_shared(), seed);
@@ -138,8 +147,11 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
   while (!ready.empty()) {
     Node* n = ready.back();
     ready.pop_back();
-    LOOM_CHECK(!n->released, "[backward] trying to run backward through the graph a second time "
-               "(op ", n->op->name(), "): its saved tensors were freed by the first backward; "
+    LOOM_CHECK(!n->released,
+               "[backward] trying to run backward through the graph a second time "
+               "(op ",
+               n->op->name(),
+               "): its saved tensors were freed by the first backward; "
                "pass retain_graph=true to the first call");
     std::vector<Tensor> grads = std::move(pending[n]);
     pending.erase(n);

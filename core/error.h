@@ -3,7 +3,8 @@
 //  - loom::Error is thrown for misuse: bad shapes, dtypes, files, recipes. Its message starts with
 //    the op or file name in brackets, e.g. "[matmul] shapes [2, 3] and [4, 5] ...". The CLI prints
 //    it and exits with status 2.
-//  - LOOM_ASSERT guards internal invariants and aborts: a failure is a bug in loom, not in the input.
+//  - LOOM_ASSERT guards internal invariants and aborts: a failure is a bug in loom, not in the
+//  input.
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -30,15 +31,16 @@ std::string cat(const Args&... args) {
 }  // namespace loom
 
 // LOOM_CHECK(cond, "[op] message ", value, ...) throws loom::Error with the streamed message.
-#define LOOM_CHECK(cond, ...) \
-  do {                        \
+#define LOOM_CHECK(cond, ...)                                           \
+  do {                                                                  \
     if (!(cond)) throw ::loom::Error(::loom::detail::cat(__VA_ARGS__)); \
   } while (0)
 
 #define LOOM_FAIL(...) throw ::loom::Error(::loom::detail::cat(__VA_ARGS__))
 
-#define LOOM_ASSERT(cond, ...)                                                         \
-  do {                                                                                 \
-    if (!(cond))                                                                       \
-      ::loom::detail::assert_fail(#cond, __FILE__, __LINE__, ::loom::detail::cat("", ##__VA_ARGS__)); \
+#define LOOM_ASSERT(cond, ...)                                             \
+  do {                                                                     \
+    if (!(cond))                                                           \
+      ::loom::detail::assert_fail(#cond, __FILE__, __LINE__,               \
+                                  ::loom::detail::cat("", ##__VA_ARGS__)); \
   } while (0)

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/philox.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/philox.h"
 
 namespace loom {
 

@@ -26,19 +26,35 @@ std::shared_ptr<TensorImpl> new_impl(const Shape& shape, DType dtype, Device dev
 template <class F>
 void dispatch_any(DType t, F&& f) {
   switch (t) {
-    case DType::f32: f(float{}); break;
-    case DType::f64: f(double{}); break;
-    case DType::bf16: f(bf16{}); break;
-    case DType::f16: f(f16{}); break;
-    case DType::i32: f(int32_t{}); break;
-    case DType::i64: f(int64_t{}); break;
-    case DType::boolean: f(bool{}); break;
+    case DType::f32:
+      f(float{});
+      break;
+    case DType::f64:
+      f(double{});
+      break;
+    case DType::bf16:
+      f(bf16{});
+      break;
+    case DType::f16:
+      f(f16{});
+      break;
+    case DType::i32:
+      f(int32_t{});
+      break;
+    case DType::i64:
+      f(int64_t{});
+      break;
+    case DType::boolean:
+      f(bool{});
+      break;
   }
 }
 
 }  // namespace
 
-int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
+int64_t Tensor::size(int64_t d) const {
+  return shape()[wrap_dim(d, dim(), "size")];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
@@ -51,8 +67,10 @@ bool Tensor::is_contiguous() const {
 
 const Tensor& Tensor::set_requires_grad(bool on) const {
   LOOM_CHECK(is_leaf(), "[requires_grad] can only be set on a leaf tensor (use detach())");
-  LOOM_CHECK(!on || is_floating(dtype()), "[requires_grad] only floating tensors can require "
-             "grad, got ", dtype_name(dtype()));
+  LOOM_CHECK(!on || is_floating(dtype()),
+             "[requires_grad] only floating tensors can require "
+             "grad, got ",
+             dtype_name(dtype()));
   impl().requires_grad = on;
   return *this;
 }
@@ -71,8 +89,12 @@ Tensor Tensor::detach() const {
   return Tensor(impl);
 }
 
-Tensor Tensor::reshape(const Shape& s) const { return ops::reshape(*this, s, /*allow_copy=*/true); }
-Tensor Tensor::view(const Shape& s) const { return ops::reshape(*this, s, /*allow_copy=*/false); }
+Tensor Tensor::reshape(const Shape& s) const {
+  return ops::reshape(*this, s, /*allow_copy=*/true);
+}
+Tensor Tensor::view(const Shape& s) const {
+  return ops::reshape(*this, s, /*allow_copy=*/false);
+}
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
   if (dim() == 0) return reshape({1});
   start = wrap_dim(start, dim(), "flatten");
@@ -84,7 +106,9 @@ Tensor Tensor::flatten(int64_t start, int64_t end) const {
   s.insert(s.end(), shape().begin() + end + 1, shape().end());
   return reshape(s);
 }
-Tensor Tensor::permute(const std::vector<int64_t>& dims) const { return ops::permute(*this, dims); }
+Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
+  return ops::permute(*this, dims);
+}
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   std::vector<int64_t> p(dim());
   for (int64_t i = 0; i < dim(); ++i) p[i] = i;
@@ -104,7 +128,9 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
              d, " of shape ", shape_str(shape()));
   return slice(d, index, index + 1).squeeze(d);
 }
-Tensor Tensor::expand(const Shape& s) const { return ops::expand(*this, s); }
+Tensor Tensor::expand(const Shape& s) const {
+  return ops::expand(*this, s);
+}
 Tensor Tensor::squeeze(int64_t d) const {
   d = wrap_dim(d, dim(), "squeeze");
   LOOM_CHECK(shape()[d] == 1, "[squeeze] dim ", d, " has size ", shape()[d], ", not 1");
@@ -119,10 +145,18 @@ Tensor Tensor::unsqueeze(int64_t d) const {
   return view(s);
 }
 
-Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
-Tensor Tensor::clone() const { return ops::copy(*this, dtype(), device()); }
-Tensor Tensor::to(DType t) const { return t == dtype() ? *this : ops::copy(*this, t, device()); }
-Tensor Tensor::to(Device d) const { return d == device() ? *this : ops::copy(*this, dtype(), d); }
+Tensor Tensor::contiguous() const {
+  return is_contiguous() ? *this : clone();
+}
+Tensor Tensor::clone() const {
+  return ops::copy(*this, dtype(), device());
+}
+Tensor Tensor::to(DType t) const {
+  return t == dtype() ? *this : ops::copy(*this, t, device());
+}
+Tensor Tensor::to(Device d) const {
+  return d == device() ? *this : ops::copy(*this, dtype(), d);
+}
 
 double Tensor::item() const {
   LOOM_CHECK(numel() == 1, "[item] tensor has ", numel(), " elements, expected 1");
@@ -178,7 +212,9 @@ std::string Tensor::str(int64_t max_per_dim) const {
   return os.str();
 }
 
-std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str(); }
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  return os << t.str();
+}
 
 Tensor empty(const Shape& shape, DType dtype, Device device) {
   return Tensor(new_impl(shape, dtype, device));
@@ -195,12 +231,24 @@ Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   return device.is_cpu() ? host : host.to(device);
 }
 
-Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0, dtype, device); }
-Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1, dtype, device); }
-Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), t.device()); }
-Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype(), t.device()); }
-Tensor full_like(const Tensor& t, double v) { return full(t.shape(), v, t.dtype(), t.device()); }
-Tensor scalar(double value, DType dtype) { return full({}, value, dtype); }
+Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 0, dtype, device);
+}
+Tensor ones(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 1, dtype, device);
+}
+Tensor zeros_like(const Tensor& t) {
+  return zeros(t.shape(), t.dtype(), t.device());
+}
+Tensor ones_like(const Tensor& t) {
+  return ones(t.shape(), t.dtype(), t.device());
+}
+Tensor full_like(const Tensor& t, double v) {
+  return full(t.shape(), v, t.dtype(), t.device());
+}
+Tensor scalar(double value, DType dtype) {
+  return full({}, value, dtype);
+}
 
 Tensor arange(double start, double end, double step, DType dtype) {
   LOOM_CHECK(step != 0, "[arange] step must be non-zero");
@@ -235,7 +283,7 @@ template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
   return from_vector(values, shape, dtype_of<T>());
 }
-#define LOOM_INSTANTIATE_FROM_VECTOR(T)                                          \
+#define LOOM_INSTANTIATE_FROM_VECTOR(T)                                       \
   template Tensor from_vector<T>(const std::vector<T>&, const Shape&, DType); \
   template Tensor from_vector<T>(const std::vector<T>&, const Shape&);
 LOOM_INSTANTIATE_FROM_VECTOR(float)

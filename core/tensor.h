@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "core/dtype.h"
 #include "core/device.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/shape.h"
 #include "core/storage.h"

@@ -28,7 +28,11 @@ inline std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t counter, uint6
 }
 
 // Uniform in [0, 1) with 24 random bits, and in (0, 1] for logarithms.
-inline float u32_to_unit(uint32_t x) { return float(x >> 8) * (1.0f / 16777216.0f); }
-inline float u32_to_unit_open0(uint32_t x) { return float((x >> 8) + 1) * (1.0f / 16777216.0f); }
+inline float u32_to_unit(uint32_t x) {
+  return float(x >> 8) * (1.0f / 16777216.0f);
+}
+inline float u32_to_unit_open0(uint32_t x) {
+  return float((x >> 8) + 1) * (1.0f / 16777216.0f);
+}
 
 }  // namespace loom::kernels

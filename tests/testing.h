@@ -28,8 +28,8 @@ inline ::testing::AssertionResult allclose(const Tensor& a, const Tensor& b, dou
   for (size_t i = 0; i < va.size(); ++i) {
     const double err = std::abs(va[i] - vb[i]);
     if (!(err <= atol + rtol * std::abs(vb[i])))
-      return ::testing::AssertionFailure() << "element " << i << ": " << va[i] << " vs " << vb[i]
-                                           << " (|diff| " << err << ")";
+      return ::testing::AssertionFailure()
+             << "element " << i << ": " << va[i] << " vs " << vb[i] << " (|diff| " << err << ")";
   }
   return ::testing::AssertionSuccess();
 }
@@ -67,8 +67,8 @@ inline ::testing::AssertionResult gradcheck(
       const double err = std::abs(numeric - analytic[size_t(i)]);
       if (!(err <= atol + rtol * std::abs(numeric)))
         return ::testing::AssertionFailure()
-               << "input " << k << " " << shape_str(x.shape()) << " element " << i
-               << ": analytic " << analytic[size_t(i)] << " vs numeric " << numeric;
+               << "input " << k << " " << shape_str(x.shape()) << " element " << i << ": analytic "
+               << analytic[size_t(i)] << " vs numeric " << numeric;
     }
   }
   return ::testing::AssertionSuccess();

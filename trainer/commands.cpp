@@ -74,7 +74,8 @@ void sample_command(const SampleOptions& o, std::ostream& out) {
   }
   const SamplerConfig c = sampler_for(*loaded.recipe, o.steps, o.cfg_scale, o.sampler);
   out << "sampling " << labels.size() << " images from " << loaded.dir << " (step " << loaded.step
-      << (o.use_ema ? ", EMA weights" : ", raw weights") << "): " << c.sampler << " " << c.steps << " steps, cfg " << c.cfg_scale << "\n";
+      << (o.use_ema ? ", EMA weights" : ", raw weights") << "): " << c.sampler << " " << c.steps
+      << " steps, cfg " << c.cfg_scale << "\n";
   Generator gen(o.seed, 0);
   const Tensor images =
       generate_images(*loaded.model, c, from_vector(labels, {int64_t(labels.size())}), gen,

@@ -14,11 +14,26 @@ namespace {
 template <class F>
 void dispatch_arith(DType t, bool float_only, const char* op, F&& f) {
   switch (t) {
-    case DType::f32: f(float{}); return;
-    case DType::f64: f(double{}); return;
-    case DType::i32: if (!float_only) { f(int32_t{}); return; } break;
-    case DType::i64: if (!float_only) { f(int64_t{}); return; } break;
-    default: break;
+    case DType::f32:
+      f(float{});
+      return;
+    case DType::f64:
+      f(double{});
+      return;
+    case DType::i32:
+      if (!float_only) {
+        f(int32_t{});
+        return;
+      }
+      break;
+    case DType::i64:
+      if (!float_only) {
+        f(int64_t{});
+        return;
+      }
+      break;
+    default:
+      break;
   }
   LOOM_FAIL("[", op, "] dtype ", dtype_name(t), " is not supported on the CPU",
             float_only ? " (f32 or f64 expected)" : "");
@@ -55,25 +70,37 @@ struct Grads2 {
 struct AddFn {
   static constexpr const char* name = "add";
   static constexpr bool saves_inputs = false, float_only = false;
-  template <class T> static T f(T a, T b) { return a + b; }
+  template <class T>
+  static T f(T a, T b) {
+    return a + b;
+  }
   static Grads2 grad(const Tensor&, const Tensor&, const Tensor& g) { return {g, g}; }
 };
 struct SubFn {
   static constexpr const char* name = "sub";
   static constexpr bool saves_inputs = false, float_only = false;
-  template <class T> static T f(T a, T b) { return a - b; }
+  template <class T>
+  static T f(T a, T b) {
+    return a - b;
+  }
   static Grads2 grad(const Tensor&, const Tensor&, const Tensor& g) { return {g, neg(g)}; }
 };
 struct MulFn {
   static constexpr const char* name = "mul";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T> static T f(T a, T b) { return a * b; }
+  template <class T>
+  static T f(T a, T b) {
+    return a * b;
+  }
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) { return {g * b, g * a}; }
 };
 struct DivFn {
   static constexpr const char* name = "div";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T> static T f(T a, T b) { return a / b; }
+  template <class T>
+  static T f(T a, T b) {
+    return a / b;
+  }
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     const Tensor ga = g / b;
     return {ga, neg(ga * a / b)};
@@ -82,7 +109,10 @@ struct DivFn {
 struct PowFn {
   static constexpr const char* name = "pow";
   static constexpr bool saves_inputs = true, float_only = true;
-  template <class T> static T f(T a, T b) { return std::pow(a, b); }
+  template <class T>
+  static T f(T a, T b) {
+    return std::pow(a, b);
+  }
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     return {g * b * pow(a, b - 1.0), g * pow(a, b) * log(a)};
   }
@@ -90,7 +120,10 @@ struct PowFn {
 struct MaximumFn {
   static constexpr const char* name = "maximum";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T> static T f(T a, T b) { return a >= b ? a : b; }
+  template <class T>
+  static T f(T a, T b) {
+    return a >= b ? a : b;
+  }
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     const Tensor pick_a = ge(a, b), z = zeros_like(g);
     return {where(pick_a, g, z), where(pick_a, z, g)};
@@ -99,7 +132,10 @@ struct MaximumFn {
 struct MinimumFn {
   static constexpr const char* name = "minimum";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T> static T f(T a, T b) { return a <= b ? a : b; }
+  template <class T>
+  static T f(T a, T b) {
+    return a <= b ? a : b;
+  }
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     const Tensor pick_a = le(a, b), z = zeros_like(g);
     return {where(pick_a, g, z), where(pick_a, z, g)};
@@ -159,13 +195,19 @@ Tensor scalar_like(const Tensor& t, double v) {
 struct NegFn {
   static constexpr const char* name = "neg";
   static constexpr bool float_only = false, saves_inputs = false, saves_outputs = false;
-  template <class T> static T f(T x) { return -x; }
+  template <class T>
+  static T f(T x) {
+    return -x;
+  }
   static Tensor grad(const Tensor&, const Tensor&, const Tensor& g) { return neg(g); }
 };
 struct AbsFn {
   static constexpr const char* name = "abs";
   static constexpr bool float_only = false, saves_inputs = true, saves_outputs = false;
-  template <class T> static T f(T x) { return x < 0 ? -x : x; }
+  template <class T>
+  static T f(T x) {
+    return x < 0 ? -x : x;
+  }
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
     return where(lt(x, 0.0), neg(g), where(gt(x, 0.0), g, zeros_like(g)));
   }
@@ -173,25 +215,37 @@ struct AbsFn {
 struct ExpFn {
   static constexpr const char* name = "exp";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T> static T f(T x) { return std::exp(x); }
+  template <class T>
+  static T f(T x) {
+    return std::exp(x);
+  }
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) { return g * y; }
 };
 struct LogFn {
   static constexpr const char* name = "log";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T> static T f(T x) { return std::log(x); }
+  template <class T>
+  static T f(T x) {
+    return std::log(x);
+  }
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return g / x; }
 };
 struct SqrtFn {
   static constexpr const char* name = "sqrt";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T> static T f(T x) { return std::sqrt(x); }
+  template <class T>
+  static T f(T x) {
+    return std::sqrt(x);
+  }
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) { return g / (y * 2.0); }
 };
 struct RsqrtFn {
   static constexpr const char* name = "rsqrt";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T> static T f(T x) { return T(1) / std::sqrt(x); }
+  template <class T>
+  static T f(T x) {
+    return T(1) / std::sqrt(x);
+  }
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return g * y * y * y * -0.5;
   }
@@ -199,13 +253,19 @@ struct RsqrtFn {
 struct SquareFn {
   static constexpr const char* name = "square";
   static constexpr bool float_only = false, saves_inputs = true, saves_outputs = false;
-  template <class T> static T f(T x) { return x * x; }
+  template <class T>
+  static T f(T x) {
+    return x * x;
+  }
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return g * x * 2.0; }
 };
 struct TanhFn {
   static constexpr const char* name = "tanh";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T> static T f(T x) { return std::tanh(x); }
+  template <class T>
+  static T f(T x) {
+    return std::tanh(x);
+  }
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return g * rsub(1.0, square(y));
   }
@@ -213,7 +273,10 @@ struct TanhFn {
 struct SigmoidFn {
   static constexpr const char* name = "sigmoid";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T> static T f(T x) { return T(1) / (T(1) + std::exp(-x)); }
+  template <class T>
+  static T f(T x) {
+    return T(1) / (T(1) + std::exp(-x));
+  }
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return g * y * rsub(1.0, y);
   }
@@ -221,7 +284,10 @@ struct SigmoidFn {
 struct ReluFn {
   static constexpr const char* name = "relu";
   static constexpr bool float_only = false, saves_inputs = false, saves_outputs = true;
-  template <class T> static T f(T x) { return x > 0 ? x : T(0); }
+  template <class T>
+  static T f(T x) {
+    return x > 0 ? x : T(0);
+  }
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return where(gt(y, 0.0), g, zeros_like(g));
   }
@@ -229,7 +295,10 @@ struct ReluFn {
 struct SiluFn {
   static constexpr const char* name = "silu";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T> static T f(T x) { return x / (T(1) + std::exp(-x)); }
+  template <class T>
+  static T f(T x) {
+    return x / (T(1) + std::exp(-x));
+  }
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
     const Tensor s = sigmoid(x);
     return g * s * (1.0 + x * rsub(1.0, s));
@@ -239,7 +308,8 @@ struct GeluTanhFn {
   static constexpr const char* name = "gelu_tanh";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
   static constexpr double k0 = 0.7978845608028654, k1 = 0.044715;  // sqrt(2/pi)
-  template <class T> static T f(T x) {
+  template <class T>
+  static T f(T x) {
     return T(0.5) * x * (T(1) + std::tanh(T(k0) * (x + T(k1) * x * x * x)));
   }
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
@@ -252,13 +322,19 @@ struct GeluTanhFn {
 struct SinFn {
   static constexpr const char* name = "sin";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T> static T f(T x) { return std::sin(x); }
+  template <class T>
+  static T f(T x) {
+    return std::sin(x);
+  }
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return g * cos(x); }
 };
 struct CosFn {
   static constexpr const char* name = "cos";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T> static T f(T x) { return std::cos(x); }
+  template <class T>
+  static T f(T x) {
+    return std::cos(x);
+  }
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return neg(g * sin(x)); }
 };
 
@@ -318,8 +394,8 @@ class WhereOp final : public Op {
   const char* name() const override { return "where"; }
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
     const Tensor &c = in[0], &a = in[1], &b = in[2];
-    const Shape shape = broadcast_shapes(broadcast_shapes(c.shape(), a.shape(), "where"),
-                                         b.shape(), "where");
+    const Shape shape =
+        broadcast_shapes(broadcast_shapes(c.shape(), a.shape(), "where"), b.shape(), "where");
     Tensor out = empty(shape, a.dtype(), a.device());
     const Strides sc = broadcast_strides(c.shape(), c.strides(), shape);
     const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
@@ -343,29 +419,71 @@ class WhereOp final : public Op {
 
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) { return binary<AddFn>(a, b); }
-Tensor sub(const Tensor& a, const Tensor& b) { return binary<SubFn>(a, b); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary<MulFn>(a, b); }
-Tensor div(const Tensor& a, const Tensor& b) { return binary<DivFn>(a, b); }
-Tensor pow(const Tensor& a, const Tensor& b) { return binary<PowFn>(a, b); }
-Tensor maximum(const Tensor& a, const Tensor& b) { return binary<MaximumFn>(a, b); }
-Tensor minimum(const Tensor& a, const Tensor& b) { return binary<MinimumFn>(a, b); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary<AddFn>(a, b);
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return binary<SubFn>(a, b);
+}
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary<MulFn>(a, b);
+}
+Tensor div(const Tensor& a, const Tensor& b) {
+  return binary<DivFn>(a, b);
+}
+Tensor pow(const Tensor& a, const Tensor& b) {
+  return binary<PowFn>(a, b);
+}
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  return binary<MaximumFn>(a, b);
+}
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  return binary<MinimumFn>(a, b);
+}
 
-Tensor add(const Tensor& a, double b) { return add(a, scalar_like(a, b)); }
-Tensor sub(const Tensor& a, double b) { return sub(a, scalar_like(a, b)); }
-Tensor mul(const Tensor& a, double b) { return mul(a, scalar_like(a, b)); }
-Tensor div(const Tensor& a, double b) { return div(a, scalar_like(a, b)); }
-Tensor pow(const Tensor& a, double e) { return pow(a, scalar_like(a, e)); }
-Tensor rsub(double a, const Tensor& b) { return sub(scalar_like(b, a), b); }
+Tensor add(const Tensor& a, double b) {
+  return add(a, scalar_like(a, b));
+}
+Tensor sub(const Tensor& a, double b) {
+  return sub(a, scalar_like(a, b));
+}
+Tensor mul(const Tensor& a, double b) {
+  return mul(a, scalar_like(a, b));
+}
+Tensor div(const Tensor& a, double b) {
+  return div(a, scalar_like(a, b));
+}
+Tensor pow(const Tensor& a, double e) {
+  return pow(a, scalar_like(a, e));
+}
+Tensor rsub(double a, const Tensor& b) {
+  return sub(scalar_like(b, a), b);
+}
 
-Tensor eq(const Tensor& a, const Tensor& b) { return compare<std::equal_to<>>(a, b, "eq"); }
-Tensor ne(const Tensor& a, const Tensor& b) { return compare<std::not_equal_to<>>(a, b, "ne"); }
-Tensor lt(const Tensor& a, const Tensor& b) { return compare<std::less<>>(a, b, "lt"); }
-Tensor le(const Tensor& a, const Tensor& b) { return compare<std::less_equal<>>(a, b, "le"); }
-Tensor gt(const Tensor& a, const Tensor& b) { return compare<std::greater<>>(a, b, "gt"); }
-Tensor ge(const Tensor& a, const Tensor& b) { return compare<std::greater_equal<>>(a, b, "ge"); }
-Tensor gt(const Tensor& a, double b) { return gt(a, scalar_like(a, b)); }
-Tensor lt(const Tensor& a, double b) { return lt(a, scalar_like(a, b)); }
+Tensor eq(const Tensor& a, const Tensor& b) {
+  return compare<std::equal_to<>>(a, b, "eq");
+}
+Tensor ne(const Tensor& a, const Tensor& b) {
+  return compare<std::not_equal_to<>>(a, b, "ne");
+}
+Tensor lt(const Tensor& a, const Tensor& b) {
+  return compare<std::less<>>(a, b, "lt");
+}
+Tensor le(const Tensor& a, const Tensor& b) {
+  return compare<std::less_equal<>>(a, b, "le");
+}
+Tensor gt(const Tensor& a, const Tensor& b) {
+  return compare<std::greater<>>(a, b, "gt");
+}
+Tensor ge(const Tensor& a, const Tensor& b) {
+  return compare<std::greater_equal<>>(a, b, "ge");
+}
+Tensor gt(const Tensor& a, double b) {
+  return gt(a, scalar_like(a, b));
+}
+Tensor lt(const Tensor& a, double b) {
+  return lt(a, scalar_like(a, b));
+}
 Tensor logical_and(const Tensor& a, const Tensor& b) {
   LOOM_CHECK(a.dtype() == DType::boolean && b.dtype() == DType::boolean,
              "[logical_and] expects bool tensors");
@@ -384,20 +502,48 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   return apply<WhereOp>({cond, a, b})[0];
 }
 
-Tensor neg(const Tensor& x) { return unary<NegFn>(x); }
-Tensor abs(const Tensor& x) { return unary<AbsFn>(x); }
-Tensor exp(const Tensor& x) { return unary<ExpFn>(x); }
-Tensor log(const Tensor& x) { return unary<LogFn>(x); }
-Tensor sqrt(const Tensor& x) { return unary<SqrtFn>(x); }
-Tensor rsqrt(const Tensor& x) { return unary<RsqrtFn>(x); }
-Tensor square(const Tensor& x) { return unary<SquareFn>(x); }
-Tensor tanh(const Tensor& x) { return unary<TanhFn>(x); }
-Tensor sigmoid(const Tensor& x) { return unary<SigmoidFn>(x); }
-Tensor relu(const Tensor& x) { return unary<ReluFn>(x); }
-Tensor silu(const Tensor& x) { return unary<SiluFn>(x); }
-Tensor gelu_tanh(const Tensor& x) { return unary<GeluTanhFn>(x); }
-Tensor sin(const Tensor& x) { return unary<SinFn>(x); }
-Tensor cos(const Tensor& x) { return unary<CosFn>(x); }
+Tensor neg(const Tensor& x) {
+  return unary<NegFn>(x);
+}
+Tensor abs(const Tensor& x) {
+  return unary<AbsFn>(x);
+}
+Tensor exp(const Tensor& x) {
+  return unary<ExpFn>(x);
+}
+Tensor log(const Tensor& x) {
+  return unary<LogFn>(x);
+}
+Tensor sqrt(const Tensor& x) {
+  return unary<SqrtFn>(x);
+}
+Tensor rsqrt(const Tensor& x) {
+  return unary<RsqrtFn>(x);
+}
+Tensor square(const Tensor& x) {
+  return unary<SquareFn>(x);
+}
+Tensor tanh(const Tensor& x) {
+  return unary<TanhFn>(x);
+}
+Tensor sigmoid(const Tensor& x) {
+  return unary<SigmoidFn>(x);
+}
+Tensor relu(const Tensor& x) {
+  return unary<ReluFn>(x);
+}
+Tensor silu(const Tensor& x) {
+  return unary<SiluFn>(x);
+}
+Tensor gelu_tanh(const Tensor& x) {
+  return unary<GeluTanhFn>(x);
+}
+Tensor sin(const Tensor& x) {
+  return unary<SinFn>(x);
+}
+Tensor cos(const Tensor& x) {
+  return unary<CosFn>(x);
+}
 Tensor clamp(const Tensor& x, double lo, double hi) {
   LOOM_CHECK(lo <= hi, "[clamp] lo ", lo, " > hi ", hi);
   check_cpu(x, "clamp");

@@ -47,8 +47,14 @@ class MatmulOp final : public Op {
     const int64_t nb = numel_of(batch);
     const Strides bsa = broadcast_strides(ga.t.shape(), ga.t.strides(), ea);
     const Strides bsb = broadcast_strides(gb.t.shape(), gb.t.strides(), eb);
-    kernels::cpu::GemmParams p{.trans_a = ga.trans, .trans_b = gb.trans, .m = m, .n = n, .k = k,
-                               .lda = ga.ld, .ldb = gb.ld, .ldc = std::max<int64_t>(n, 1)};
+    kernels::cpu::GemmParams p{.trans_a = ga.trans,
+                               .trans_b = gb.trans,
+                               .m = m,
+                               .n = n,
+                               .k = k,
+                               .lda = ga.ld,
+                               .ldb = gb.ld,
+                               .ldc = std::max<int64_t>(n, 1)};
     LOOM_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
       const scalar_t* pa = ga.t.data<scalar_t>();
       const scalar_t* pb = gb.t.data<scalar_t>();
@@ -96,8 +102,8 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   const Tensor b = b_in.dim() == 1 ? b_in.unsqueeze(1) : b_in;
   LOOM_CHECK(a.shape().back() == b.shape()[b.dim() - 2], "[matmul] shapes ",
              shape_str(a_in.shape()), " and ", shape_str(b_in.shape()),
-             " cannot be multiplied (inner dims ", a.shape().back(), " vs ",
-             b.shape()[b.dim() - 2], ")");
+             " cannot be multiplied (inner dims ", a.shape().back(), " vs ", b.shape()[b.dim() - 2],
+             ")");
   Tensor out = apply<MatmulOp>({a, b})[0];
   if (b_in.dim() == 1) out = out.squeeze(-1);
   if (a_in.dim() == 1) out = out.squeeze(b_in.dim() == 1 ? -1 : -2);

@@ -41,8 +41,10 @@ ReducePlan plan_reduce(const Shape& shape, const Dims& dims, bool keepdim, const
 // x permuted so kept dims come first and reduced dims last, made contiguous: [rows, n].
 Tensor rows_layout(const Tensor& x, const ReducePlan& p) {
   std::vector<int64_t> perm;
-  for (int64_t i = 0; i < x.dim(); ++i) if (!p.reduced[i]) perm.push_back(i);
-  for (int64_t i = 0; i < x.dim(); ++i) if (p.reduced[i]) perm.push_back(i);
+  for (int64_t i = 0; i < x.dim(); ++i)
+    if (!p.reduced[i]) perm.push_back(i);
+  for (int64_t i = 0; i < x.dim(); ++i)
+    if (p.reduced[i]) perm.push_back(i);
   return x.permute(perm).contiguous();
 }
 
@@ -67,10 +69,18 @@ class ReduceOp final : public Op {
       kernels::cpu::reduce_rows(xr.data<T>(), out.data<T>(), p.rows, p.n, kind_);
     };
     switch (x.dtype()) {
-      case DType::f32: run(float{}); break;
-      case DType::f64: run(double{}); break;
-      case DType::i32: run(int32_t{}); break;
-      case DType::i64: run(int64_t{}); break;
+      case DType::f32:
+        run(float{});
+        break;
+      case DType::f64:
+        run(double{});
+        break;
+      case DType::i32:
+        run(int32_t{});
+        break;
+      case DType::i64:
+        run(int64_t{});
+        break;
       default:
         LOOM_FAIL("[", name_, "] dtype ", dtype_name(x.dtype()), " is not supported on the CPU");
     }

@@ -22,7 +22,8 @@ Tensor make_view(const Tensor& x, Shape shape, Strides strides, int64_t offset) 
 // Strides for viewing (shape, strides) as `target` without a copy, or nullopt when impossible.
 // Walks the old dims from the innermost out in "chunks" that are contiguous among themselves; each
 // chunk must be covered exactly by a run of new dims.
-std::optional<Strides> view_strides(const Shape& shape, const Strides& strides, const Shape& target) {
+std::optional<Strides> view_strides(const Shape& shape, const Strides& strides,
+                                    const Shape& target) {
   if (shape.empty() || numel_of(shape) == 0) return contiguous_strides(target);
   Strides out(target.size());
   int64_t view_d = int64_t(target.size()) - 1;
@@ -173,9 +174,10 @@ class CopyOp final : public Op {
     // Across devices: convert and compact on the host side, then move the bytes.
     const bool host_ready = x.dtype() == dtype_ && x.is_contiguous();
     const Tensor src = x.device().is_cpu() && !host_ready ? copy(x, dtype_, x.device()) : x;
-    LOOM_CHECK(src.is_contiguous() && src.dtype() == dtype_, "[to] a CUDA tensor can only be "
-               "moved as a contiguous tensor of the target dtype (", dtype_name(x.dtype()), " -> ",
-               dtype_name(dtype_), ")");
+    LOOM_CHECK(src.is_contiguous() && src.dtype() == dtype_,
+               "[to] a CUDA tensor can only be "
+               "moved as a contiguous tensor of the target dtype (",
+               dtype_name(x.dtype()), " -> ", dtype_name(dtype_), ")");
     Tensor out = empty(x.shape(), dtype_, device_);
     copy_bytes(out.raw_data(), device_, src.raw_data(), src.device(),
                size_t(src.numel()) * dtype_size(dtype_));

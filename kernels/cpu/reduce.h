@@ -32,11 +32,13 @@ void reduce_rows(const T* x, T* y, int64_t rows, int64_t n, RowReduce kind) {
                      y[r] = T(acc);
                    } else if (kind == RowReduce::max) {
                      T m = std::numeric_limits<T>::lowest();
-                     for (int64_t i = 0; i < n; ++i) m = (row[i] > m || is_nan(row[i])) ? row[i] : m;
+                     for (int64_t i = 0; i < n; ++i)
+                       m = (row[i] > m || is_nan(row[i])) ? row[i] : m;
                      y[r] = m;
                    } else {
                      T m = std::numeric_limits<T>::max();
-                     for (int64_t i = 0; i < n; ++i) m = (row[i] < m || is_nan(row[i])) ? row[i] : m;
+                     for (int64_t i = 0; i < n; ++i)
+                       m = (row[i] < m || is_nan(row[i])) ? row[i] : m;
                      y[r] = m;
                    }
                  }

@@ -17,6 +17,8 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& f);
 
 // Number of chunks parallel_for makes for this range and grain (for per-chunk partials).
-inline int64_t num_chunks(int64_t n, int64_t grain) { return n <= 0 ? 0 : (n + grain - 1) / grain; }
+inline int64_t num_chunks(int64_t n, int64_t grain) {
+  return n <= 0 ? 0 : (n + grain - 1) / grain;
+}
 
 }  // namespace loom::kernels::cpu

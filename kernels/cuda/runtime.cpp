@@ -10,7 +10,9 @@
 
 namespace loom::kernels::cuda {
 
-bool built_with_cuda() { return true; }
+bool built_with_cuda() {
+  return true;
+}
 
 int device_count() {
   int n = 0;
@@ -44,10 +46,9 @@ void device_free(void* ptr, int device) {
 }
 
 void memcpy_any(void* dst, bool dst_is_device, const void* src, bool src_is_device, size_t nbytes) {
-  const cudaMemcpyKind kind = dst_is_device ? (src_is_device ? cudaMemcpyDeviceToDevice
-                                                             : cudaMemcpyHostToDevice)
-                                            : (src_is_device ? cudaMemcpyDeviceToHost
-                                                             : cudaMemcpyHostToHost);
+  const cudaMemcpyKind kind =
+      dst_is_device ? (src_is_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                    : (src_is_device ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
   LOOM_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, kind));
 }
 

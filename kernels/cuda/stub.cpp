@@ -13,10 +13,18 @@ namespace {
 }
 }  // namespace
 
-bool built_with_cuda() { return false; }
-int device_count() { return 0; }
-void* device_malloc(size_t, int) { no_cuda("device_malloc"); }
+bool built_with_cuda() {
+  return false;
+}
+int device_count() {
+  return 0;
+}
+void* device_malloc(size_t, int) {
+  no_cuda("device_malloc");
+}
 void device_free(void*, int) {}
-void memcpy_any(void*, bool, const void*, bool, size_t) { no_cuda("memcpy"); }
+void memcpy_any(void*, bool, const void*, bool, size_t) {
+  no_cuda("memcpy");
+}
 
 }  // namespace loom::kernels::cuda

@@ -22,8 +22,8 @@ TEST(Elementwise, BinaryGradientsWithBroadcasting) {
 TEST(Elementwise, BinaryOnNonContiguousViews) {
   const Tensor a = uniform({4, 3}, -1, 1, 5), b = uniform({3, 4}, -1, 1, 6);
   EXPECT_TRUE(gradcheck([](auto& x) { return mul(x[0].t(), x[1]); }, {a, b}));
-  EXPECT_TRUE(gradcheck([](auto& x) { return add(x[0].slice(0, 0, 4, 2), x[1].t().narrow(0, 1, 2)); },
-                        {a, b}));
+  EXPECT_TRUE(gradcheck(
+      [](auto& x) { return add(x[0].slice(0, 0, 4, 2), x[1].t().narrow(0, 1, 2)); }, {a, b}));
 }
 
 TEST(Elementwise, UnaryGradients) {

@@ -11,7 +11,8 @@ std::vector<double> naive_mm(const std::vector<double>& a, const std::vector<dou
   std::vector<double> c(size_t(m * n), 0.0);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t p = 0; p < k; ++p) c[size_t(i * n + j)] += a[size_t(i * k + p)] * b[size_t(p * n + j)];
+      for (int64_t p = 0; p < k; ++p)
+        c[size_t(i * n + j)] += a[size_t(i * k + p)] * b[size_t(p * n + j)];
   return c;
 }
 
@@ -42,9 +43,9 @@ TEST(Matmul, Gradients) {
                         {uniform({2, 1, 3, 4}, -1, 1, 3), uniform({3, 5, 4}, -1, 1, 4)}));
   EXPECT_TRUE(gradcheck([](auto& v) { return matmul(v[0], v[1]); },
                         {uniform({4}, -1, 1, 5), uniform({2, 4, 3}, -1, 1, 6)}));
-  EXPECT_TRUE(gradcheck([](auto& v) { return linear(v[0], v[1], v[2]); },
-                        {uniform({2, 3, 4}, -1, 1, 7), uniform({5, 4}, -1, 1, 8),
-                         uniform({5}, -1, 1, 9)}));
+  EXPECT_TRUE(
+      gradcheck([](auto& v) { return linear(v[0], v[1], v[2]); },
+                {uniform({2, 3, 4}, -1, 1, 7), uniform({5, 4}, -1, 1, 8), uniform({5}, -1, 1, 9)}));
 }
 
 TEST(Matmul, Errors) {

@@ -1,5 +1,5 @@
-#include "testing.h"
 #include "kernels/cpu/thread_pool.h"
+#include "testing.h"
 
 namespace loom {
 using testing::allclose;
@@ -11,7 +11,8 @@ TEST(Reduce, Values) {
   EXPECT_EQ(sum(x).item(), 276.0);
   EXPECT_TRUE(allclose(sum(x, {0, 2}), from_vector<double>({60, 92, 124}, {3})));
   EXPECT_EQ(sum(x, {1}, true).shape(), (Shape{2, 1, 4}));
-  EXPECT_TRUE(allclose(mean(x, {-1}), from_vector<double>({1.5, 5.5, 9.5, 13.5, 17.5, 21.5}, {2, 3})));
+  EXPECT_TRUE(
+      allclose(mean(x, {-1}), from_vector<double>({1.5, 5.5, 9.5, 13.5, 17.5, 21.5}, {2, 3})));
   EXPECT_TRUE(allclose(amax(x, {1}), from_vector<double>({8, 9, 10, 11, 20, 21, 22, 23}, {2, 4})));
   EXPECT_EQ(amin(x).item(), 0.0);
   EXPECT_EQ(argmax(from_vector<float>({1, 5, 5, 2}, {2, 2}), 1).to_vector<int64_t>(),

@@ -322,7 +322,8 @@ TEST_F(RecipeTest, BadOverridesNameTheOverride) {
             "--set train.batch_size=0: train.batch_size: must be in [1, 1048576], got 0");
   EXPECT_EQ(err("data.hflip=yes"), "--set data.hflip=yes: data.hflip: expected boolean, got 'yes'");
   EXPECT_EQ(err("optim.name=adam"),
-            "--set optim.name=adam: optim.name: must be one of \"adamw\", \"sgd\", \"muon\"; got \"adam\"");
+            "--set optim.name=adam: optim.name: must be one of \"adamw\", \"sgd\", \"muon\"; got "
+            "\"adam\"");
   EXPECT_EQ(err("train.steps"), "--set train.steps: expected key=value");
   EXPECT_EQ(err("=5"), "--set =5: expected key=value");
   EXPECT_TRUE(starts_with(err("train=5"),
