@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/ops/op_util.h"
 #include "core/ops/reduce.h"
 #include "kernels/cpu/elementwise.h"
 
@@ -10,39 +11,8 @@ namespace loom {
 
 namespace {
 
-// Calls f(T{}) for the arithmetic dtypes an elementwise op supports.
-template <class F>
-void dispatch_arith(DType t, bool float_only, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32:
-      f(float{});
-      return;
-    case DType::f64:
-      f(double{});
-      return;
-    case DType::i32:
-      if (!float_only) {
-        f(int32_t{});
-        return;
-      }
-      break;
-    case DType::i64:
-      if (!float_only) {
-        f(int64_t{});
-        return;
-      }
-      break;
-    default:
-      break;
-  }
-  LOOM_FAIL("[", op, "] dtype ", dtype_name(t), " is not supported on the CPU",
-            float_only ? " (f32 or f64 expected)" : "");
-}
-
-void check_cpu(const Tensor& t, const char* op) {
-  LOOM_CHECK(t.device().is_cpu(), "[", op, "] CUDA tensors are not supported by this build's ",
-             "CPU op; move the tensor with to(Device::cpu())");
-}
+using ops::check_cpu;
+using ops::dispatch_arith;
 
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
   LOOM_CHECK(a.dtype() == b.dtype(), "[", op, "] dtypes differ: ", dtype_name(a.dtype()), " ",

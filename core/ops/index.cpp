@@ -3,16 +3,15 @@
 #include <algorithm>
 
 #include "core/autograd.h"
+#include "core/ops/op_util.h"
 #include "kernels/cpu/index.h"
 
 namespace loom {
 
 namespace {
 
-void check_cpu(const Tensor& t, const char* op) {
-  LOOM_CHECK(t.device().is_cpu(), "[", op, "] CUDA tensors are not supported by this build's ",
-             "CPU op; move the tensor with to(Device::cpu())");
-}
+using ops::check_cpu;
+using ops::dispatch_arith;
 
 void check_index_tensor(const Tensor& index, const char* op) {
   LOOM_CHECK(index.defined(), "[", op, "] index tensor is undefined");
@@ -39,27 +38,6 @@ void dispatch_bytes(DType t, F&& f) {
       return;
     default:
       LOOM_ASSERT(false, "unexpected element size ", dtype_size(t));
-  }
-}
-
-template <class F>
-void dispatch_arith(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32:
-      f(float{});
-      return;
-    case DType::f64:
-      f(double{});
-      return;
-    case DType::i32:
-      f(int32_t{});
-      return;
-    case DType::i64:
-      f(int64_t{});
-      return;
-    default:
-      LOOM_FAIL("[", op, "] dtype ", dtype_name(t),
-                " is not supported on the CPU (f32, f64, i32 or i64 expected)");
   }
 }
 
@@ -190,7 +168,7 @@ class IndexAddOp final : public Op {
     Tensor out = empty(x.shape(), x.dtype(), x.device());
     copy_into(out, x);
     const AroundDim a = around(x.shape(), dim_);
-    dispatch_arith(x.dtype(), "index_add", [&](auto tag) {
+    dispatch_arith(x.dtype(), false, "index_add", [&](auto tag) {
       using T = decltype(tag);
       LOOM_DISPATCH_INDEX(index.dtype(), "index_add", [&] {
         kernels::cpu::index_add(out.data<T>(), src.data<T>(), index.data<scalar_t>(), a.outer, a.n,
@@ -246,7 +224,7 @@ class ScatterAddOp final : public Op {
     check_range(index, x.size(dim_), dim_, x.shape(), "scatter_add");
     Tensor out = empty(x.shape(), x.dtype(), x.device());
     copy_into(out, x);
-    dispatch_arith(x.dtype(), "scatter_add", [&](auto tag) {
+    dispatch_arith(x.dtype(), false, "scatter_add", [&](auto tag) {
       using T = decltype(tag);
       LOOM_DISPATCH_INDEX(index.dtype(), "scatter_add", [&] {
         kernels::cpu::scatter_add(int(index.dim()), index.shape().data(), int(dim_), out.data<T>(),
@@ -282,7 +260,7 @@ class TopKOp final : public Op {
     shape[dim_] = k_;
     Tensor values = empty(shape, x.dtype(), x.device());
     Tensor indices = empty(shape, DType::i64, x.device());
-    dispatch_arith(x.dtype(), "topk", [&](auto tag) {
+    dispatch_arith(x.dtype(), false, "topk", [&](auto tag) {
       using T = decltype(tag);
       kernels::cpu::topk(int(x.dim()), x.shape().data(), int(dim_), x.data<T>(), x.strides().data(),
                          k_, largest_, values.data<T>(), values.strides().data(),

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/ops/op_util.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/linalg.h"
 #include "core/ops/reduce.h"
@@ -16,10 +17,7 @@ namespace loom {
 
 namespace {
 
-void check_cpu(const Tensor& t, const char* op) {
-  LOOM_CHECK(t.device().is_cpu(), "[", op, "] CUDA tensors are not supported by this build's ",
-             "CPU op; move the tensor with to(Device::cpu())");
-}
+using ops::check_cpu;
 
 void check_float(const Tensor& t, const char* op, const char* what) {
   LOOM_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64, "[", op, "] ", what,

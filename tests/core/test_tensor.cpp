@@ -127,6 +127,15 @@ TEST(Tensor, ErrorsNameTheOp) {
   EXPECT_THROW(zeros({2}, DType::i64).set_requires_grad(), Error);
 }
 
+TEST(Tensor, CudaRoundTripKeepsValues) {
+  if (kernels::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const Tensor x = arange(0, 10).reshape({2, 5});
+  const Tensor d = x.t().to(Device::cuda());
+  EXPECT_TRUE(d.device().is_cuda());
+  EXPECT_TRUE(allclose(d.to(Device::cpu()), x.t().contiguous(), 0, 0));
+  EXPECT_EQ(d.to_vector<float>(), x.t().contiguous().to_vector<float>());
+}
+
 TEST(Tensor, CudaIsAClearErrorWithoutADevice) {
   if (kernels::cuda::device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
   try {
