@@ -224,4 +224,15 @@ std::shared_ptr<Dataset> synthetic_dataset(int64_t size, Shape item_shape, int64
   return std::make_shared<SyntheticDataset>(size, std::move(item_shape), num_classes, seed);
 }
 
+void load_examples(const Dataset& dataset, int64_t count, Tensor* images, Tensor* labels) {
+  const int64_t n = count < 0 ? dataset.size() : std::min(count, dataset.size());
+  Shape shape = dataset.item_shape();
+  const int64_t item = numel_of(shape);
+  shape.insert(shape.begin(), n);
+  *images = empty(shape);
+  *labels = empty({n}, DType::i64);
+  for (int64_t i = 0; i < n; ++i)
+    dataset.get(i, images->data<float>() + i * item, labels->data<int64_t>() + i);
+}
+
 }  // namespace loom::data

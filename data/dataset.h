@@ -67,4 +67,8 @@ std::shared_ptr<Dataset> tensor_file_dataset(const std::string& path);
 std::shared_ptr<Dataset> synthetic_dataset(int64_t size, Shape item_shape, int64_t num_classes,
                                            uint64_t seed);
 
+// The first `count` examples (all when count < 0 or beyond size) as images [N, C, H, W] f32 and
+// labels [N] i64, for evaluation on a held-out split.
+void load_examples(const Dataset& dataset, int64_t count, Tensor* images, Tensor* labels);
+
 }  // namespace loom::data

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/loom.h"
@@ -32,6 +33,26 @@ inline ::testing::AssertionResult allclose(const Tensor& a, const Tensor& b, dou
              << "element " << i << ": " << va[i] << " vs " << vb[i] << " (|diff| " << err << ")";
   }
   return ::testing::AssertionSuccess();
+}
+
+// Expects f() to throw loom::Error whose message contains every one of `parts`.
+template <class F>
+void expect_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected loom::Error containing \"" << (parts.empty() ? "" : parts[0])
+                  << "\"";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& part : parts)
+      EXPECT_NE(msg.find(part), std::string::npos) << "missing \"" << part << "\" in: " << msg;
+  }
+}
+// One part; a template so that a braced list {"a", "b"} always picks the overload above.
+template <class F, class S>
+  requires std::is_convertible_v<const S&, std::string>
+void expect_error(F&& f, const S& part) {
+  expect_error(std::forward<F>(f), std::vector<std::string>{std::string(part)});
 }
 
 // Checks the analytic gradient of every floating input of f against central differences of

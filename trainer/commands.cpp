@@ -119,13 +119,9 @@ EvalResult eval_command(const EvalOptions& o, std::ostream& out) {
   const Tensor images = cat(chunks, 0);
   const ClassifierScores gen_scores = score_images(*net, images, labels);
   const auto test_set = dataset_from_recipe(r, false);
-  const int64_t n_real = std::min(test_set->size(), labels.size(0));
-  Shape shape = test_set->item_shape();
-  shape.insert(shape.begin(), n_real);
-  Tensor real = empty(shape), real_labels = empty({n_real}, DType::i64);
-  const int64_t item = numel_of(test_set->item_shape());
-  for (int64_t i = 0; i < n_real; ++i)
-    test_set->get(i, real.data<float>() + i * item, real_labels.data<int64_t>() + i);
+  Tensor real, real_labels;
+  data::load_examples(*test_set, labels.size(0), &real, &real_labels);
+  const int64_t n_real = real.size(0);
   const ClassifierScores real_scores = score_images(*net, real, real_labels);
   EvalResult result;
   result.images = labels.size(0);

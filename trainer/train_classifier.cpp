@@ -20,17 +20,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Every image of a dataset as one tensor (for the held-out evaluation).
-void load_all(const data::Dataset& d, Tensor* images, Tensor* labels) {
-  Shape shape = d.item_shape();
-  shape.insert(shape.begin(), d.size());
-  *images = empty(shape);
-  *labels = empty({d.size()}, DType::i64);
-  const int64_t item = numel_of(d.item_shape());
-  for (int64_t i = 0; i < d.size(); ++i)
-    d.get(i, images->data<float>() + i * item, labels->data<int64_t>() + i);
-}
-
 }  // namespace
 
 TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std::ostream& out) {
@@ -81,6 +70,7 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
   install_stop_handlers();
   ProgressLine progress(out);
   double loss_sum = 0, correct = 0, seen = 0;
+  int64_t interval_steps = 0;
   Clock::time_point t0 = Clock::now();
   std::string last_ckpt;
   bool interrupted = false;
@@ -99,12 +89,13 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
     optimizer->step();
     ++step;
     loss_sum += loss.item();
+    ++interval_steps;
     correct += sum(eq(argmax(o.logits.detach(), 1), b.labels).to(DType::i64)).item();
     seen += double(b.images.size(0));
     if (step % log_every == 0 || step == total) {
       progress.clear();
       const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-      const double n = double(log_every);
+      const double n = double(interval_steps);
       out << "step " << std::setw(6) << step << "/" << total << " | loss " << std::setprecision(4)
           << loss_sum / n << " | train acc " << std::setprecision(3) << 100 * correct / seen
           << "% | " << std::setprecision(4) << seen / secs << " img/s" << std::endl;
@@ -113,6 +104,7 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
                            {"train_accuracy", correct / seen},
                            {"img_per_s", seen / secs}});
       loss_sum = correct = seen = 0;
+      interval_steps = 0;
       t0 = Clock::now();
     }
     if (ckpt_every > 0 && step % ckpt_every == 0) last_ckpt = checkpoint();
@@ -126,7 +118,7 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
     return {step, true, run.path(), last_ckpt};
   }
   Tensor images, labels;
-  load_all(*test_set, &images, &labels);
+  data::load_examples(*test_set, -1, &images, &labels);
   const double acc = score_images(net, images, labels).accuracy;
   out << "held-out accuracy: " << std::setprecision(4) << 100 * acc << "% on " << labels.size(0)
       << " images\n";

@@ -12,16 +12,7 @@ using testing::uniform;
 namespace {
 
 // Runs f, expecting a loom::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected loom::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << msg;
-  }
-}
+using loom::testing::expect_error;
 
 Tensor i64s(const std::vector<int64_t>& v, const Shape& shape) {
   return from_vector<int64_t>(v, shape);

@@ -14,15 +14,7 @@ namespace {
 using Inputs = std::vector<Tensor>;
 
 // Runs f and checks it throws loom::Error whose message contains `needle`.
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected loom::Error containing \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using loom::testing::expect_error;
 
 // Host softmax of each length-n row of a row-major [rows, n] buffer.
 std::vector<double> host_softmax(const std::vector<double>& x, int64_t n) {

@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "data/fashion_mnist.h"
 #include "data/loader.h"
+#include "testing.h"
 
 namespace loom::data {
 namespace {
@@ -38,17 +39,7 @@ int64_t label_of(const Dataset& ds, int64_t index) {
 }
 
 // Runs f, expecting a loom::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error containing \"" << parts[0] << "\"";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-          << "\"" << e.what() << "\" lacks \"" << p << "\"";
-  }
-}
+using loom::testing::expect_error;
 
 float to_unit(double v) {
   return float(v / 127.5 - 1.0);

@@ -19,15 +19,7 @@ using loom::testing::allclose;
 using loom::testing::gradcheck;
 using loom::testing::uniform;
 
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected loom::Error containing \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using loom::testing::expect_error;
 
 // Per-sample values as a [B, 1, 1, 1] tensor of `dtype`.
 Tensor per_sample(const std::vector<double>& v, DType dtype) {

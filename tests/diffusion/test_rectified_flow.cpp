@@ -12,15 +12,7 @@ namespace {
 using loom::testing::allclose;
 using loom::testing::uniform;
 
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected loom::Error containing \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using loom::testing::expect_error;
 
 Tensor per_sample(const std::vector<double>& v, DType dtype) {
   return from_vector(v, {int64_t(v.size()), 1, 1, 1}, dtype);

@@ -48,17 +48,7 @@ std::set<std::string> entries(const fs::path& dir) {
 }
 
 // Runs f, expecting a loom::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected loom::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& part : parts)
-      EXPECT_NE(msg.find(part), std::string::npos) << "missing \"" << part << "\" in: " << msg;
-  }
-}
+using loom::testing::expect_error;
 
 class Checkpoint : public ::testing::Test {
  protected:

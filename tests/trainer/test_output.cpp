@@ -31,17 +31,7 @@ void write_all(const fs::path& path, const std::string& bytes) {
   out << bytes;
 }
 
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected loom::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& part : parts)
-      EXPECT_NE(msg.find(part), std::string::npos) << "missing \"" << part << "\" in: " << msg;
-  }
-}
+using loom::testing::expect_error;
 
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;
