@@ -24,7 +24,7 @@ LoadedDiT load_dit(const std::string& path, bool use_ema) {
   out.dir = resolve_checkpoint(path);
   const CheckpointContents ck = load_checkpoint(out.dir);
   out.recipe = Recipe::from_string(ck.recipe_toml, out.dir + "/recipe.toml");
-  LOOM_CHECK(out.recipe->get_string("task") == "diffusion", "[sample] ", out.dir,
+  LOOM_CHECK(out.recipe->get_string("task") == "diffusion", "[checkpoint] ", out.dir,
              " is a classifier checkpoint, not a diffusion model");
   Generator gen(0);
   out.model = std::make_shared<dit::DiT>(dit_config_from_recipe(*out.recipe), gen);
