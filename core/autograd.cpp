@@ -57,6 +57,7 @@ std::vector<Tensor> apply_op(const std::shared_ptr<Op>& op, const std::vector<Te
     Tensor& out = outputs[i];
     node->output_shapes.push_back(out.shape());
     node->output_dtypes.push_back(out.dtype());
+    node->output_devices.push_back(out.device());
     if (op->saves_outputs()) s.outputs.push_back(out.detach());
     if (!op->output_differentiable(int(i), out.dtype())) continue;
     // An op may return one of its inputs (a no-op view): give the output its own impl.
@@ -157,7 +158,8 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
     pending.erase(n);
     grads.resize(n->output_shapes.size());
     for (size_t i = 0; i < grads.size(); ++i) {
-      if (!grads[i].defined()) grads[i] = zeros(n->output_shapes[i], n->output_dtypes[i]);
+      if (!grads[i].defined())
+        grads[i] = zeros(n->output_shapes[i], n->output_dtypes[i], n->output_devices[i]);
     }
     std::vector<Tensor> in_grads = n->op->backward(n->saved, grads);
     LOOM_ASSERT(in_grads.size() == n->next.size(), "op ", n->op->name(), " returned ",
@@ -165,11 +167,14 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
     for (size_t i = 0; i < n->next.size(); ++i) {
       const Edge& e = n->next[i];
       if (!e.fn && !e.leaf) continue;
-      const Tensor& g = in_grads[i];
+      Tensor g = in_grads[i];
       if (g.defined()) {
         LOOM_ASSERT(g.shape() == n->saved.input_shapes[i], "op ", n->op->name(),
                     " gradient for input ", i, " has shape ", shape_str(g.shape()), ", expected ",
                     shape_str(n->saved.input_shapes[i]));
+        // A gradient computed in a wider dtype (an f32 norm backward of a bf16 input under
+        // autocast) flows on in the input's dtype.
+        if (g.dtype() != n->saved.input_dtypes[i]) g = g.to(n->saved.input_dtypes[i]);
       }
       if (e.fn) {
         auto& slot = pending[e.fn.get()];

@@ -65,6 +65,7 @@ class Node {
   std::vector<Edge> next;  // one per input
   std::vector<Shape> output_shapes;
   std::vector<DType> output_dtypes;
+  std::vector<Device> output_devices;
   bool released = false;
 };
 

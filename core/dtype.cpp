@@ -5,23 +5,9 @@
 namespace loom {
 
 size_t dtype_size(DType t) {
-  switch (t) {
-    case DType::f32:
-      return 4;
-    case DType::f64:
-      return 8;
-    case DType::bf16:
-      return 2;
-    case DType::f16:
-      return 2;
-    case DType::i32:
-      return 4;
-    case DType::i64:
-      return 8;
-    case DType::boolean:
-      return 1;
-  }
-  LOOM_ASSERT(false, "bad dtype");
+  const int bytes = dtype_bytes(t);
+  LOOM_ASSERT(bytes > 0, "bad dtype");
+  return size_t(bytes);
 }
 
 const char* dtype_name(DType t) {

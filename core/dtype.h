@@ -5,11 +5,10 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/dtype.h"
 #include "kernels/half.h"
 
 namespace loom {
-
-enum class DType : uint8_t { f32, f64, bf16, f16, i32, i64, boolean };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);

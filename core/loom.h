@@ -1,5 +1,6 @@
 #pragma once
 // The whole core API in one include: tensors, autograd, RNG and every op.
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/ops/conv.h"
 #include "core/ops/elementwise.h"

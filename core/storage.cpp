@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 
 #include "core/error.h"
 #include "kernels/cuda/runtime.h"
@@ -29,7 +30,11 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
     data_ = std::aligned_alloc(64, rounded);
     if (!data_) LOOM_FAIL("[Storage] out of host memory allocating ", nbytes, " bytes");
   } else {
-    data_ = kernels::cuda::device_malloc(nbytes, device.index);
+    try {
+      data_ = kernels::cuda::device_malloc(nbytes, device.index);
+    } catch (const std::runtime_error& e) {  // out of memory, no device: a loom::Error for callers
+      LOOM_FAIL("[Storage] ", e.what());
+    }
   }
 }
 

@@ -5,8 +5,10 @@
 #include <sstream>
 
 #include "core/autograd.h"
+#include "core/ops/cuda_util.h"
 #include "core/ops/view.h"
 #include "kernels/cpu/strided.h"
+#include "kernels/cuda/kernels.h"
 
 namespace loom {
 
@@ -221,6 +223,11 @@ Tensor empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
+  if (device.is_cuda()) {
+    Tensor t = empty(shape, dtype, device);
+    kernels::cuda::fill(t.raw_data(), dtype, t.numel(), value);
+    return t;
+  }
   Tensor host = empty(shape, dtype, Device::cpu());
   dispatch_any(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -228,7 +235,7 @@ Tensor full(const Shape& shape, double value, DType dtype, Device device) {
     const T v = kernels::cpu::convert<T>(value);
     for (int64_t i = 0, n = host.numel(); i < n; ++i) p[i] = v;
   });
-  return device.is_cpu() ? host : host.to(device);
+  return host;
 }
 
 Tensor zeros(const Shape& shape, DType dtype, Device device) {
@@ -293,11 +300,17 @@ LOOM_INSTANTIATE_FROM_VECTOR(int64_t)
 template Tensor from_vector<uint8_t>(const std::vector<uint8_t>&, const Shape&, DType);
 
 void copy_into(const Tensor& dst, const Tensor& src) {
-  LOOM_CHECK(dst.device() == src.device(), "[copy_into] devices differ: ", dst.device().str(),
-             " and ", src.device().str());
-  LOOM_CHECK(dst.device().is_cpu(), "[copy_into] CUDA tensors are not supported yet");
+  if (dst.device() != src.device()) {  // move first (e.g. loading a host state into CUDA)
+    copy_into(dst, src.to(dst.device()));
+    return;
+  }
   const Shape& s = dst.shape();
   broadcast_shapes(src.shape(), s, "copy_into");
+  if (dst.device().is_cuda()) {
+    kernels::cuda::copy(ops::iter_shape(s, "copy_into"), ops::operand(src, s),
+                        ops::operand(dst, s));
+    return;
+  }
   const Strides sst = broadcast_strides(src.shape(), src.strides(), s);
   dispatch_any(dst.dtype(), [&](auto dtag) {
     using D = decltype(dtag);

@@ -162,7 +162,8 @@ class NoGradGuard {
   bool prev_;
 };
 
-// Copies src into dst elementwise (shapes must match; broadcasting src is allowed; dtypes convert).
+// Copies src into dst elementwise (shapes must match; broadcasting src is allowed; dtypes convert;
+// a src on another device is moved to dst's first).
 // Not recorded by autograd: for optimizer updates, buffers and loading state.
 void copy_into(const Tensor& dst, const Tensor& src);
 

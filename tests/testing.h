@@ -65,7 +65,7 @@ inline ::testing::AssertionResult gradcheck(
     if (is_floating(t.dtype())) t.set_requires_grad(true);
   }
   const Tensor out = f(inputs);
-  const Tensor w = uniform(out.shape(), 0.5, 1.5, 99, out.dtype());
+  const Tensor w = uniform(out.shape(), 0.5, 1.5, 99, out.dtype()).to(out.device());
   sum(mul(out, w)).backward();
   NoGradGuard guard;
   auto loss_at = [&]() { return sum(mul(f(inputs), w)).item(); };
@@ -76,14 +76,17 @@ inline ::testing::AssertionResult gradcheck(
     const Tensor g = x.grad();
     if (!g.defined()) return ::testing::AssertionFailure() << "input " << k << " got no gradient";
     const auto analytic = g.to_vector<double>();
-    double* p = x.data<double>();
+    // Element i is set through a one-element view, so inputs may live on any device.
+    const Tensor flat = x.reshape({-1});
+    const auto values = x.to_vector<double>();
+    auto set = [&](int64_t i, double v) { copy_into(flat.narrow(0, i, 1), full({1}, v, x.dtype())); };
     for (int64_t i = 0; i < x.numel(); ++i) {
-      const double orig = p[i];
-      p[i] = orig + eps;
+      const double orig = values[size_t(i)];
+      set(i, orig + eps);
       const double lp = loss_at();
-      p[i] = orig - eps;
+      set(i, orig - eps);
       const double lm = loss_at();
-      p[i] = orig;
+      set(i, orig);
       const double numeric = (lp - lm) / (2 * eps);
       const double err = std::abs(numeric - analytic[size_t(i)]);
       if (!(err <= atol + rtol * std::abs(numeric)))

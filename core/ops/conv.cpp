@@ -3,8 +3,12 @@
 #include <string>
 
 #include "core/autograd.h"
+#include "core/ops/cuda_util.h"
+#include "core/ops/elementwise.h"
+#include "core/ops/linalg.h"
 #include "core/ops/reduce.h"
 #include "kernels/cpu/conv.h"
+#include "kernels/cuda/kernels.h"
 
 namespace loom {
 
@@ -165,10 +169,62 @@ std::string str(const std::array<int64_t, S>& a) {
 
 void check_tensor(const Tensor& t, const char* op, const char* what) {
   LOOM_CHECK(t.defined(), "[", op, "] ", what, " is undefined");
-  LOOM_CHECK(t.device().is_cpu(), "[", op, "] ", what, " is a CUDA tensor; this build's ", op,
-             " runs on the CPU only (move it with to(Device::cpu()))");
+  if (t.device().is_cuda()) {
+    LOOM_CHECK(is_floating(t.dtype()), "[", op, "] ", what, " has dtype ", dtype_name(t.dtype()),
+               "; a floating dtype expected");
+    return;
+  }
   LOOM_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64, "[", op, "] ", what, " has dtype ",
              dtype_name(t.dtype()), "; f32 or f64 expected (cast with to())");
+}
+
+// ---- CUDA convolution: vol2col as a differentiable op, then one batched matmul ----------------
+kernels::cuda::ConvGeometry cuda_geometry(const ConvGeom& g) {
+  kernels::cuda::ConvGeometry c;
+  for (size_t d = 0; d < 3; ++d) {
+    c.in[d] = g.in[d];
+    c.out[d] = g.out[d];
+    c.kernel[d] = g.kernel[d];
+    c.stride[d] = g.stride[d];
+    c.padding[d] = g.padding[d];
+  }
+  return c;
+}
+
+// x [N, C, D, H, W] -> cols [N, C*kD*kH*kW, Do*Ho*Wo]; the backward is col2vol (its adjoint).
+class Vol2ColOp final : public Op {
+ public:
+  explicit Vol2ColOp(const ConvGeom& g) : g_(g) {}
+  const char* name() const override { return "vol2col"; }
+  bool saves_inputs() const override { return false; }
+  std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
+    const Tensor x = in[0].contiguous();
+    Tensor cols = empty({x.size(0), g_.channels * g_.kernel_numel(), g_.out_numel()}, x.dtype(),
+                        x.device());
+    kernels::cuda::vol2col(cuda_geometry(g_), x.size(0) * g_.channels, x.raw_data(),
+                           cols.raw_data(), x.dtype());
+    return {cols};
+  }
+  std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
+    const Tensor gc = g[0].contiguous();
+    Tensor dx = empty(ctx.input_shapes[0], gc.dtype(), gc.device());
+    kernels::cuda::col2vol(cuda_geometry(g_), ctx.input_shapes[0][0] * g_.channels, gc.raw_data(),
+                           dx.raw_data(), gc.dtype());
+    return {dx};
+  }
+
+ private:
+  ConvGeom g_;
+};
+
+// y = weight [Cout, C*k] @ vol2col(x) (+ bias), for x [N, C, D, H, W] on CUDA.
+Tensor cuda_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvGeom& g) {
+  const int64_t cout = weight.size(0);
+  const Tensor cols = apply<Vol2ColOp>({x}, g)[0];
+  Tensor y = matmul(weight.reshape({cout, -1}), cols)
+                 .reshape({x.size(0), cout, g.out[0], g.out[1], g.out[2]});
+  if (bias.defined()) y = y + bias.reshape({1, cout, 1, 1, 1});
+  return y;
 }
 
 // "[N, Cin, H, W]"-style names: `lead` dims, then the spatial dims with `prefix` ("k" or "").
@@ -239,6 +295,14 @@ Tensor conv_nd(const char* op, const Tensor& x, const Tensor& weight, const Tens
   std::array<int64_t, S> kernel;
   for (size_t d = 0; d < S; ++d) kernel[d] = weight.size(int64_t(2 + d));
   const ConvGeom g = make_geom<S>(op, x, kernel, stride, padding);
+  if (x.device().is_cuda() || weight.device().is_cuda()) {
+    ops::common_device({&x, &weight, &bias}, op);
+    if constexpr (S == 2) {
+      return cuda_conv(x.unsqueeze(2), weight.unsqueeze(2), bias, g).squeeze(2);
+    } else {
+      return cuda_conv(x, weight, bias, g);
+    }
+  }
   if constexpr (S == 2) {
     return apply<ConvOp>({x.unsqueeze(2), weight.unsqueeze(2), bias}, op, g)[0].squeeze(2);
   } else {
@@ -250,6 +314,8 @@ template <size_t S>
 Tensor max_pool_nd(const char* op, const Tensor& x, const std::array<int64_t, S>& kernel,
                    const std::array<int64_t, S>& stride, const std::array<int64_t, S>& padding) {
   check_tensor(x, op, "input");
+  LOOM_CHECK(x.device().is_cpu(), "[", op, "] runs on the CPU only; got a ", x.device().str(),
+             " input (move it with to(Device::cpu()))");
   check_rank(x, S, op, "input", "N, C", "");
   for (size_t d = 0; d < S; ++d) {
     LOOM_CHECK(kernel[d] >= 1, "[", op, "] kernel ", str(kernel), " must be positive");

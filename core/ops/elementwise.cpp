@@ -3,21 +3,57 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/ops/cuda_util.h"
 #include "core/ops/op_util.h"
 #include "core/ops/reduce.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/scalar_fns.h"
 
 namespace loom {
 
 namespace {
 
-using ops::check_cpu;
 using ops::dispatch_arith;
 
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
   LOOM_CHECK(a.dtype() == b.dtype(), "[", op, "] dtypes differ: ", dtype_name(a.dtype()), " ",
              shape_str(a.shape()), " and ", dtype_name(b.dtype()), " ", shape_str(b.shape()),
              "; cast one with to()");
+}
+
+// Rank of a floating dtype for promotion: bf16/f16 < f32 < f64.
+int float_rank(DType t) {
+  return t == DType::f64 ? 2 : (t == DType::f32 ? 1 : 0);
+}
+
+// Mixed floating operands (a bf16 activation and an f32 residual under autocast) promote to the
+// wider dtype by a differentiable cast of the narrower one. A host scalar beside a CPU tensor takes
+// the tensor's dtype; beside a CUDA tensor it stays as it is (the kernel reads it as a double, so
+// `bf16_x * 0.1` multiplies by 0.1, not by 0.1 rounded to bf16). Other mixes are refused.
+std::pair<Tensor, Tensor> promote(const Tensor& a, const Tensor& b, const char* op) {
+  if (a.dtype() == b.dtype()) return {a, b};
+  if (ops::is_host_scalar(b) && !ops::is_host_scalar(a))
+    return {a, a.device().is_cuda() ? b : b.to(a.dtype())};
+  if (ops::is_host_scalar(a) && !ops::is_host_scalar(b))
+    return {b.device().is_cuda() ? a : a.to(b.dtype()), b};
+  if (is_floating(a.dtype()) && is_floating(b.dtype()) && a.dtype() != b.dtype() &&
+      float_rank(a.dtype()) != float_rank(b.dtype())) {
+    return float_rank(a.dtype()) > float_rank(b.dtype()) ? std::pair{a, b.to(a.dtype())}
+                                                          : std::pair{a.to(b.dtype()), b};
+  }
+  check_same_dtype(a, b, op);
+  return {a, b};
+}
+
+// The CUDA twin of broadcast_map: out (new, contiguous, `out_dtype`) = F::f(a, b) over `shape`.
+template <class F>
+Tensor cuda_binary(const Tensor& a, const Tensor& b, const Shape& shape, DType out_dtype,
+                   Device device, const char* op) {
+  Tensor out = empty(shape, out_dtype, device);
+  kernels::cuda::binary<F>(ops::iter_shape(shape, op), ops::operand(a, shape),
+                           ops::operand(b, shape), ops::operand(out, shape));
+  return out;
 }
 
 // Runs f(a, b) -> O over the broadcast shape into a new contiguous tensor of dtype `out_dtype`.
@@ -40,37 +76,25 @@ struct Grads2 {
 struct AddFn {
   static constexpr const char* name = "add";
   static constexpr bool saves_inputs = false, float_only = false;
-  template <class T>
-  static T f(T a, T b) {
-    return a + b;
-  }
+  using Scalar = kernels::fn::Add;
   static Grads2 grad(const Tensor&, const Tensor&, const Tensor& g) { return {g, g}; }
 };
 struct SubFn {
   static constexpr const char* name = "sub";
   static constexpr bool saves_inputs = false, float_only = false;
-  template <class T>
-  static T f(T a, T b) {
-    return a - b;
-  }
+  using Scalar = kernels::fn::Sub;
   static Grads2 grad(const Tensor&, const Tensor&, const Tensor& g) { return {g, neg(g)}; }
 };
 struct MulFn {
   static constexpr const char* name = "mul";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T>
-  static T f(T a, T b) {
-    return a * b;
-  }
+  using Scalar = kernels::fn::Mul;
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) { return {g * b, g * a}; }
 };
 struct DivFn {
   static constexpr const char* name = "div";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T>
-  static T f(T a, T b) {
-    return a / b;
-  }
+  using Scalar = kernels::fn::Div;
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     const Tensor ga = g / b;
     return {ga, neg(ga * a / b)};
@@ -79,10 +103,7 @@ struct DivFn {
 struct PowFn {
   static constexpr const char* name = "pow";
   static constexpr bool saves_inputs = true, float_only = true;
-  template <class T>
-  static T f(T a, T b) {
-    return std::pow(a, b);
-  }
+  using Scalar = kernels::fn::Pow;
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     return {g * b * pow(a, b - 1.0), g * pow(a, b) * log(a)};
   }
@@ -90,10 +111,7 @@ struct PowFn {
 struct MaximumFn {
   static constexpr const char* name = "maximum";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T>
-  static T f(T a, T b) {
-    return a >= b ? a : b;
-  }
+  using Scalar = kernels::fn::Maximum;
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     const Tensor pick_a = ge(a, b), z = zeros_like(g);
     return {where(pick_a, g, z), where(pick_a, z, g)};
@@ -102,10 +120,7 @@ struct MaximumFn {
 struct MinimumFn {
   static constexpr const char* name = "minimum";
   static constexpr bool saves_inputs = true, float_only = false;
-  template <class T>
-  static T f(T a, T b) {
-    return a <= b ? a : b;
-  }
+  using Scalar = kernels::fn::Minimum;
   static Grads2 grad(const Tensor& a, const Tensor& b, const Tensor& g) {
     const Tensor pick_a = le(a, b), z = zeros_like(g);
     return {where(pick_a, g, z), where(pick_a, z, g)};
@@ -120,10 +135,16 @@ class BinaryOp final : public Op {
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
     const Tensor &a = in[0], &b = in[1];
     const Shape shape = broadcast_shapes(a.shape(), b.shape(), Fn::name);
+    const Device device = ops::common_device({&a, &b}, Fn::name);
+    if (device.is_cuda()) {
+      const DType out_dtype = ops::is_host_scalar(a) ? b.dtype() : a.dtype();
+      return {cuda_binary<typename Fn::Scalar>(a, b, shape, out_dtype, device, Fn::name)};
+    }
     Tensor out;
     dispatch_arith(a.dtype(), Fn::float_only, Fn::name, [&](auto tag) {
       using T = decltype(tag);
-      out = broadcast_map<T, T>(a, b, shape, a.dtype(), [](T x, T y) { return Fn::f(x, y); });
+      out = broadcast_map<T, T>(a, b, shape, a.dtype(),
+                                [](T x, T y) { return Fn::Scalar::f(x, y); });
     });
     return {out};
   }
@@ -135,49 +156,43 @@ class BinaryOp final : public Op {
 };
 
 template <class Fn>
-Tensor binary(const Tensor& a, const Tensor& b) {
-  check_cpu(a, Fn::name);
-  check_cpu(b, Fn::name);
-  check_same_dtype(a, b, Fn::name);
+Tensor binary(const Tensor& a_in, const Tensor& b_in) {
+  ops::common_device({&a_in, &b_in}, Fn::name);
+  const auto [a, b] = promote(a_in, b_in, Fn::name);
   return apply<BinaryOp<Fn>>({a, b})[0];
 }
 
 // ---- comparisons ------------------------------------------------------------------------------
-template <class Cmp>
-Tensor compare(const Tensor& a, const Tensor& b, const char* name) {
-  check_cpu(a, name);
-  check_cpu(b, name);
-  check_same_dtype(a, b, name);
+template <class F>
+Tensor compare(const Tensor& a_in, const Tensor& b_in, const char* name) {
+  const Device device = ops::common_device({&a_in, &b_in}, name);
+  const auto [a, b] = promote(a_in, b_in, name);
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  if (device.is_cuda()) return cuda_binary<F>(a, b, shape, DType::boolean, device, name);
   Tensor out;
   LOOM_DISPATCH_ALL(a.dtype(), name, [&] {
     out = broadcast_map<bool, scalar_t>(a, b, shape, DType::boolean,
-                                        [](scalar_t x, scalar_t y) { return Cmp{}(x, y); });
+                                        [](scalar_t x, scalar_t y) { return F::f(x, y); });
   });
   return out;
 }
 
+// A host scalar of t's dtype: CUDA kernels take it as an argument, so no device memory is touched.
 Tensor scalar_like(const Tensor& t, double v) {
-  return full({}, v, t.dtype(), t.device());
+  return full({}, v, t.dtype());
 }
 
 // ---- unary: one struct per op, scalar function and gradient -----------------------------------
 struct NegFn {
   static constexpr const char* name = "neg";
   static constexpr bool float_only = false, saves_inputs = false, saves_outputs = false;
-  template <class T>
-  static T f(T x) {
-    return -x;
-  }
+  using Scalar = kernels::fn::Neg;
   static Tensor grad(const Tensor&, const Tensor&, const Tensor& g) { return neg(g); }
 };
 struct AbsFn {
   static constexpr const char* name = "abs";
   static constexpr bool float_only = false, saves_inputs = true, saves_outputs = false;
-  template <class T>
-  static T f(T x) {
-    return x < 0 ? -x : x;
-  }
+  using Scalar = kernels::fn::Abs;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
     return where(lt(x, 0.0), neg(g), where(gt(x, 0.0), g, zeros_like(g)));
   }
@@ -185,37 +200,25 @@ struct AbsFn {
 struct ExpFn {
   static constexpr const char* name = "exp";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T>
-  static T f(T x) {
-    return std::exp(x);
-  }
+  using Scalar = kernels::fn::Exp;
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) { return g * y; }
 };
 struct LogFn {
   static constexpr const char* name = "log";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T>
-  static T f(T x) {
-    return std::log(x);
-  }
+  using Scalar = kernels::fn::Log;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return g / x; }
 };
 struct SqrtFn {
   static constexpr const char* name = "sqrt";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T>
-  static T f(T x) {
-    return std::sqrt(x);
-  }
+  using Scalar = kernels::fn::Sqrt;
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) { return g / (y * 2.0); }
 };
 struct RsqrtFn {
   static constexpr const char* name = "rsqrt";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T>
-  static T f(T x) {
-    return T(1) / std::sqrt(x);
-  }
+  using Scalar = kernels::fn::Rsqrt;
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return g * y * y * y * -0.5;
   }
@@ -223,19 +226,13 @@ struct RsqrtFn {
 struct SquareFn {
   static constexpr const char* name = "square";
   static constexpr bool float_only = false, saves_inputs = true, saves_outputs = false;
-  template <class T>
-  static T f(T x) {
-    return x * x;
-  }
+  using Scalar = kernels::fn::Square;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return g * x * 2.0; }
 };
 struct TanhFn {
   static constexpr const char* name = "tanh";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T>
-  static T f(T x) {
-    return std::tanh(x);
-  }
+  using Scalar = kernels::fn::Tanh;
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return g * rsub(1.0, square(y));
   }
@@ -243,10 +240,7 @@ struct TanhFn {
 struct SigmoidFn {
   static constexpr const char* name = "sigmoid";
   static constexpr bool float_only = true, saves_inputs = false, saves_outputs = true;
-  template <class T>
-  static T f(T x) {
-    return T(1) / (T(1) + std::exp(-x));
-  }
+  using Scalar = kernels::fn::Sigmoid;
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return g * y * rsub(1.0, y);
   }
@@ -254,10 +248,7 @@ struct SigmoidFn {
 struct ReluFn {
   static constexpr const char* name = "relu";
   static constexpr bool float_only = false, saves_inputs = false, saves_outputs = true;
-  template <class T>
-  static T f(T x) {
-    return x > 0 ? x : T(0);
-  }
+  using Scalar = kernels::fn::Relu;
   static Tensor grad(const Tensor&, const Tensor& y, const Tensor& g) {
     return where(gt(y, 0.0), g, zeros_like(g));
   }
@@ -265,10 +256,7 @@ struct ReluFn {
 struct SiluFn {
   static constexpr const char* name = "silu";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T>
-  static T f(T x) {
-    return x / (T(1) + std::exp(-x));
-  }
+  using Scalar = kernels::fn::Silu;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
     const Tensor s = sigmoid(x);
     return g * s * (1.0 + x * rsub(1.0, s));
@@ -277,11 +265,8 @@ struct SiluFn {
 struct GeluTanhFn {
   static constexpr const char* name = "gelu_tanh";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  static constexpr double k0 = 0.7978845608028654, k1 = 0.044715;  // sqrt(2/pi)
-  template <class T>
-  static T f(T x) {
-    return T(0.5) * x * (T(1) + std::tanh(T(k0) * (x + T(k1) * x * x * x)));
-  }
+  using Scalar = kernels::fn::GeluTanh;
+  static constexpr double k0 = Scalar::k0, k1 = Scalar::k1;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
     const Tensor x2 = square(x);
     const Tensor th = tanh((x + x2 * x * k1) * k0);
@@ -292,19 +277,13 @@ struct GeluTanhFn {
 struct SinFn {
   static constexpr const char* name = "sin";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T>
-  static T f(T x) {
-    return std::sin(x);
-  }
+  using Scalar = kernels::fn::Sin;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return g * cos(x); }
 };
 struct CosFn {
   static constexpr const char* name = "cos";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
-  template <class T>
-  static T f(T x) {
-    return std::cos(x);
-  }
+  using Scalar = kernels::fn::Cos;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) { return neg(g * sin(x)); }
 };
 
@@ -317,9 +296,14 @@ class UnaryOp final : public Op {
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
     const Tensor x = in[0].contiguous();
     Tensor y = empty(x.shape(), x.dtype(), x.device());
+    if (x.device().is_cuda()) {
+      kernels::cuda::unary<typename Fn::Scalar>(x.raw_data(), y.raw_data(), x.dtype(), x.numel());
+      return {y};
+    }
     dispatch_arith(x.dtype(), Fn::float_only, Fn::name, [&](auto tag) {
       using T = decltype(tag);
-      kernels::cpu::map_unary(x.data<T>(), y.data<T>(), x.numel(), [](T v) { return Fn::f(v); });
+      kernels::cpu::map_unary(x.data<T>(), y.data<T>(), x.numel(),
+                              [](T v) { return Fn::Scalar::f(v); });
     });
     return {y};
   }
@@ -330,7 +314,8 @@ class UnaryOp final : public Op {
 
 template <class Fn>
 Tensor unary(const Tensor& x) {
-  check_cpu(x, Fn::name);
+  LOOM_CHECK(!Fn::float_only || is_floating(x.dtype()), "[", Fn::name,
+             "] expects a floating tensor, got ", dtype_name(x.dtype()));
   return apply<UnaryOp<Fn>>({x})[0];
 }
 
@@ -341,6 +326,10 @@ class ClampOp final : public Op {
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
     const Tensor x = in[0].contiguous();
     Tensor y = empty(x.shape(), x.dtype(), x.device());
+    if (x.device().is_cuda()) {
+      kernels::cuda::clamp(x.raw_data(), y.raw_data(), x.dtype(), x.numel(), lo_, hi_);
+      return {y};
+    }
     dispatch_arith(x.dtype(), false, "clamp", [&](auto tag) {
       using T = decltype(tag);
       const T lo = T(lo_), hi = T(hi_);
@@ -366,7 +355,14 @@ class WhereOp final : public Op {
     const Tensor &c = in[0], &a = in[1], &b = in[2];
     const Shape shape =
         broadcast_shapes(broadcast_shapes(c.shape(), a.shape(), "where"), b.shape(), "where");
-    Tensor out = empty(shape, a.dtype(), a.device());
+    const Device device = ops::common_device({&c, &a, &b}, "where");
+    Tensor out = empty(shape, ops::is_host_scalar(a) ? b.dtype() : a.dtype(), device);
+    if (device.is_cuda()) {
+      kernels::cuda::where(ops::iter_shape(shape, "where"), ops::operand(c, shape),
+                           ops::operand(a, shape), ops::operand(b, shape),
+                           ops::operand(out, shape));
+      return {out};
+    }
     const Strides sc = broadcast_strides(c.shape(), c.strides(), shape);
     const Strides sa = broadcast_strides(a.shape(), a.strides(), shape);
     const Strides sb = broadcast_strides(b.shape(), b.strides(), shape);
@@ -431,22 +427,22 @@ Tensor rsub(double a, const Tensor& b) {
 }
 
 Tensor eq(const Tensor& a, const Tensor& b) {
-  return compare<std::equal_to<>>(a, b, "eq");
+  return compare<kernels::fn::Eq>(a, b, "eq");
 }
 Tensor ne(const Tensor& a, const Tensor& b) {
-  return compare<std::not_equal_to<>>(a, b, "ne");
+  return compare<kernels::fn::Ne>(a, b, "ne");
 }
 Tensor lt(const Tensor& a, const Tensor& b) {
-  return compare<std::less<>>(a, b, "lt");
+  return compare<kernels::fn::Lt>(a, b, "lt");
 }
 Tensor le(const Tensor& a, const Tensor& b) {
-  return compare<std::less_equal<>>(a, b, "le");
+  return compare<kernels::fn::Le>(a, b, "le");
 }
 Tensor gt(const Tensor& a, const Tensor& b) {
-  return compare<std::greater<>>(a, b, "gt");
+  return compare<kernels::fn::Gt>(a, b, "gt");
 }
 Tensor ge(const Tensor& a, const Tensor& b) {
-  return compare<std::greater_equal<>>(a, b, "ge");
+  return compare<kernels::fn::Ge>(a, b, "ge");
 }
 Tensor gt(const Tensor& a, double b) {
   return gt(a, scalar_like(a, b));
@@ -457,19 +453,19 @@ Tensor lt(const Tensor& a, double b) {
 Tensor logical_and(const Tensor& a, const Tensor& b) {
   LOOM_CHECK(a.dtype() == DType::boolean && b.dtype() == DType::boolean,
              "[logical_and] expects bool tensors");
-  return compare<std::logical_and<>>(a, b, "logical_and");
+  return compare<kernels::fn::LogicalAnd>(a, b, "logical_and");
 }
 Tensor logical_not(const Tensor& a) {
   LOOM_CHECK(a.dtype() == DType::boolean, "[logical_not] expects a bool tensor");
-  return eq(a, full({}, 0, DType::boolean));
+  return eq(a, scalar_like(a, 0));
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   LOOM_CHECK(cond.dtype() == DType::boolean, "[where] condition must be bool, got ",
              dtype_name(cond.dtype()));
-  check_same_dtype(a, b, "where");
-  check_cpu(cond, "where");
-  return apply<WhereOp>({cond, a, b})[0];
+  ops::common_device({&cond, &a, &b}, "where");
+  const auto [pa, pb] = promote(a, b, "where");
+  return apply<WhereOp>({cond, pa, pb})[0];
 }
 
 Tensor neg(const Tensor& x) {
@@ -516,7 +512,6 @@ Tensor cos(const Tensor& x) {
 }
 Tensor clamp(const Tensor& x, double lo, double hi) {
   LOOM_CHECK(lo <= hi, "[clamp] lo ", lo, " > hi ", hi);
-  check_cpu(x, "clamp");
   return apply<ClampOp>({x}, lo, hi)[0];
 }
 

@@ -3,19 +3,19 @@
 #include <algorithm>
 
 #include "core/autograd.h"
+#include "core/ops/cuda_util.h"
 #include "core/ops/op_util.h"
 #include "kernels/cpu/index.h"
+#include "kernels/cuda/kernels.h"
 
 namespace loom {
 
 namespace {
 
-using ops::check_cpu;
 using ops::dispatch_arith;
 
 void check_index_tensor(const Tensor& index, const char* op) {
   LOOM_CHECK(index.defined(), "[", op, "] index tensor is undefined");
-  check_cpu(index, op);
   LOOM_CHECK(index.dtype() == DType::i32 || index.dtype() == DType::i64, "[", op,
              "] index dtype must be i32 or i64, got ", dtype_name(index.dtype()));
 }
@@ -55,9 +55,11 @@ Shape unravel(int64_t flat, const Shape& shape) {
   return pos;
 }
 
-// `index` must be contiguous; names the first offending index and where it sits.
-void check_range(const Tensor& index, int64_t size, int64_t dim, const Shape& x_shape,
+// `index` must be contiguous; names the first offending index and where it sits. A CUDA index is
+// copied to the host for the check (a synchronization: kernels must never read out of bounds).
+void check_range(const Tensor& index_in, int64_t size, int64_t dim, const Shape& x_shape,
                  const char* op) {
+  const Tensor index = index_in.to(Device::cpu());
   LOOM_DISPATCH_INDEX(index.dtype(), op, [&] {
     const scalar_t* p = index.data<scalar_t>();
     const int64_t bad = kernels::cpu::first_out_of_range(p, index.numel(), size);
@@ -139,6 +141,11 @@ class IndexSelectOp final : public Op {
     shape[dim_] = index.numel();
     Tensor out = empty(shape, x.dtype(), x.device());
     const AroundDim a = around(x.shape(), dim_);
+    if (x.device().is_cuda()) {
+      kernels::cuda::index_select(x.raw_data(), out.raw_data(), x.dtype(), index.raw_data(),
+                                  index.dtype(), a.outer, a.n, index.numel(), a.inner);
+      return {out};
+    }
     dispatch_bytes(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
       LOOM_DISPATCH_INDEX(index.dtype(), "index_select", [&] {
@@ -168,6 +175,11 @@ class IndexAddOp final : public Op {
     Tensor out = empty(x.shape(), x.dtype(), x.device());
     copy_into(out, x);
     const AroundDim a = around(x.shape(), dim_);
+    if (x.device().is_cuda()) {
+      kernels::cuda::index_add(out.raw_data(), src.raw_data(), x.dtype(), index.raw_data(),
+                               index.dtype(), a.outer, a.n, index.numel(), a.inner);
+      return {out};
+    }
     dispatch_arith(x.dtype(), false, "index_add", [&](auto tag) {
       using T = decltype(tag);
       LOOM_DISPATCH_INDEX(index.dtype(), "index_add", [&] {
@@ -195,6 +207,12 @@ class GatherOp final : public Op {
     const Tensor &x = in[0], index = in[1].contiguous();
     check_range(index, x.size(dim_), dim_, x.shape(), "gather");
     Tensor out = empty(index.shape(), x.dtype(), x.device());
+    if (x.device().is_cuda()) {
+      kernels::cuda::gather(ops::iter_shape(index.shape(), "gather"), int(dim_),
+                            ops::operand(x, x.shape()), ops::operand(index, index.shape()),
+                            ops::operand(out, index.shape()));
+      return {out};
+    }
     dispatch_bytes(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
       LOOM_DISPATCH_INDEX(index.dtype(), "gather", [&] {
@@ -224,6 +242,12 @@ class ScatterAddOp final : public Op {
     check_range(index, x.size(dim_), dim_, x.shape(), "scatter_add");
     Tensor out = empty(x.shape(), x.dtype(), x.device());
     copy_into(out, x);
+    if (x.device().is_cuda()) {
+      kernels::cuda::scatter_add(ops::iter_shape(index.shape(), "scatter_add"), int(dim_),
+                                 ops::operand(out, out.shape()), ops::operand(index, index.shape()),
+                                 ops::operand(src, src.shape()));
+      return {out};
+    }
     dispatch_arith(x.dtype(), false, "scatter_add", [&](auto tag) {
       using T = decltype(tag);
       LOOM_DISPATCH_INDEX(index.dtype(), "scatter_add", [&] {
@@ -260,6 +284,7 @@ class TopKOp final : public Op {
     shape[dim_] = k_;
     Tensor values = empty(shape, x.dtype(), x.device());
     Tensor indices = empty(shape, DType::i64, x.device());
+    if (x.device().is_cuda()) return cuda_topk(x);
     dispatch_arith(x.dtype(), false, "topk", [&](auto tag) {
       using T = decltype(tag);
       kernels::cpu::topk(int(x.dim()), x.shape().data(), int(dim_), x.data<T>(), x.strides().data(),
@@ -274,6 +299,21 @@ class TopKOp final : public Op {
   }
 
  private:
+  // The row kernel wants the ranked dim innermost and contiguous.
+  std::vector<Tensor> cuda_topk(const Tensor& x_in) const {
+    const int64_t last = x_in.dim() - 1;
+    const Tensor x = (dim_ == last ? x_in : x_in.transpose(dim_, last)).contiguous();
+    Shape shape = x.shape();
+    shape.back() = k_;
+    Tensor values = empty(shape, x.dtype(), x.device());
+    Tensor indices = empty(shape, DType::i64, x.device());
+    const int64_t n = x.shape().back();
+    kernels::cuda::topk_rows(x.raw_data(), values.raw_data(), indices.data<int64_t>(), x.dtype(),
+                             n > 0 ? x.numel() / n : 0, n, k_, largest_);
+    if (dim_ == last) return {values, indices};
+    return {values.transpose(dim_, last).contiguous(), indices.transpose(dim_, last).contiguous()};
+  }
+
   int64_t k_, dim_;
   bool largest_;
 };
@@ -281,15 +321,15 @@ class TopKOp final : public Op {
 // Shared argument checks of the ops that take (x, dim, index[, src]).
 int64_t check_indexed(const Tensor& x, int64_t dim, const Tensor& index, const char* op) {
   LOOM_CHECK(x.defined(), "[", op, "] input tensor is undefined");
-  check_cpu(x, op);
   check_index_tensor(index, op);
+  ops::common_device({&x, &index}, op);
   LOOM_CHECK(x.dim() >= 1, "[", op, "] input must have at least one dim, got a zero-dim tensor");
   return wrap_dim(dim, x.dim(), op);
 }
 
 void check_src(const Tensor& x, const Tensor& src, const char* op) {
   LOOM_CHECK(src.defined(), "[", op, "] src tensor is undefined");
-  check_cpu(src, op);
+  ops::common_device({&x, &src}, op);
   LOOM_CHECK(src.dtype() == x.dtype(), "[", op, "] src dtype ", dtype_name(src.dtype()),
              " differs from input dtype ", dtype_name(x.dtype()));
 }
@@ -300,7 +340,8 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   LOOM_CHECK(!xs.empty(), "[cat] needs at least one tensor");
   for (size_t i = 0; i < xs.size(); ++i) {
     LOOM_CHECK(xs[i].defined(), "[cat] tensor ", i, " is undefined");
-    check_cpu(xs[i], "cat");
+    LOOM_CHECK(xs[i].device() == xs[0].device(), "[cat] tensor ", i, " is on ",
+               xs[i].device().str(), " but tensor 0 is on ", xs[0].device().str());
   }
   const Tensor& x0 = xs[0];
   LOOM_CHECK(x0.dim() >= 1, "[cat] zero-dim tensors cannot be concatenated (use stack)");
@@ -418,7 +459,6 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
 
 TopK topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
   LOOM_CHECK(x.defined(), "[topk] input tensor is undefined");
-  check_cpu(x, "topk");
   LOOM_CHECK(x.dim() >= 1, "[topk] input must have at least one dim, got a zero-dim tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "topk");
   LOOM_CHECK(k >= 0 && k <= x.size(d), "[topk] k = ", k, " is out of range [0, ", x.size(d),

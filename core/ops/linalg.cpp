@@ -1,13 +1,17 @@
 #include "core/ops/linalg.h"
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cuda/kernels.h"
 
 namespace loom {
 
 namespace {
+
+bool g_allow_tf32 = false;
 
 // How a [.., R, C] operand is handed to the GEMM: its last two dims must be unit-stride in one
 // of them; otherwise it is copied contiguous first.
@@ -25,6 +29,50 @@ GemmOperand as_gemm_operand(const Tensor& x) {
   if ((sr == 1 || rows == 1) && sc >= std::max<int64_t>(rows, 1)) return {x, true, sc};
   const Tensor c = x.contiguous();
   return {c, false, std::max<int64_t>(cols, 1)};
+}
+
+// The CUDA GEMM over a broadcast batch: one strided-batched cuBLASLt call over the innermost
+// batch dim (all of the batch when it collapses to one stride), looped over the outer ones.
+void cuda_gemm(const GemmOperand& ga, const GemmOperand& gb, const Tensor& out, const Shape& batch,
+               const Strides& bsa, const Strides& bsb, int64_t m, int64_t n, int64_t k) {
+  // Collapse batch dims from the innermost outwards while both operands step uniformly.
+  const int64_t nd = int64_t(batch.size());
+  int64_t inner = nd > 0 ? batch[nd - 1] : 1, first_outer = nd - 1;
+  while (first_outer > 0) {
+    const int64_t d = first_outer - 1;
+    if (bsa[d] != bsa[d + 1] * batch[d + 1] || bsb[d] != bsb[d + 1] * batch[d + 1]) break;
+    inner *= batch[d];
+    first_outer = d;
+  }
+  if (nd == 0) first_outer = 0;
+  kernels::cuda::Gemm g{.trans_a = ga.trans,
+                        .trans_b = gb.trans,
+                        .m = m,
+                        .n = n,
+                        .k = k,
+                        .lda = ga.ld,
+                        .ldb = gb.ld,
+                        .ldc = std::max<int64_t>(n, 1),
+                        .batch = inner,
+                        .stride_a = nd > 0 ? bsa[nd - 1] : 0,
+                        .stride_b = nd > 0 ? bsb[nd - 1] : 0,
+                        .stride_c = m * n};
+  int64_t outer = 1;
+  for (int64_t d = 0; d < first_outer; ++d) outer *= batch[d];
+  const int64_t es = int64_t(dtype_size(out.dtype()));
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t off_a = 0, off_b = 0, rem = o;
+    for (int64_t d = first_outer - 1; d >= 0; --d) {
+      const int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      off_a += idx * bsa[d];
+      off_b += idx * bsb[d];
+    }
+    kernels::cuda::gemm(g, static_cast<const char*>(ga.t.raw_data()) + off_a * es,
+                        static_cast<const char*>(gb.t.raw_data()) + off_b * es,
+                        static_cast<char*>(out.raw_data()) + o * inner * m * n * es, out.dtype(),
+                        g_allow_tf32);
+  }
 }
 
 class MatmulOp final : public Op {
@@ -55,6 +103,10 @@ class MatmulOp final : public Op {
                                .lda = ga.ld,
                                .ldb = gb.ld,
                                .ldc = std::max<int64_t>(n, 1)};
+    if (a.device().is_cuda()) {
+      cuda_gemm(ga, gb, out, batch, bsa, bsb, m, n, k);
+      return {out};
+    }
     LOOM_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
       const scalar_t* pa = ga.t.data<scalar_t>();
       const scalar_t* pb = gb.t.data<scalar_t>();
@@ -85,13 +137,21 @@ class MatmulOp final : public Op {
 
 }  // namespace
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+void set_matmul_allow_tf32(bool allow) {
+  g_allow_tf32 = allow;
+}
+bool matmul_allow_tf32() {
+  return g_allow_tf32;
+}
+
+Tensor matmul(const Tensor& a_cast, const Tensor& b_cast) {
+  const Tensor a_in = autocast(a_cast), b_in = autocast(b_cast);
   LOOM_CHECK(a_in.dim() >= 1 && b_in.dim() >= 1, "[matmul] operands must have at least 1 dim, got ",
              shape_str(a_in.shape()), " and ", shape_str(b_in.shape()));
   LOOM_CHECK(a_in.dtype() == b_in.dtype(), "[matmul] dtypes differ: ", dtype_name(a_in.dtype()),
              " and ", dtype_name(b_in.dtype()));
-  LOOM_CHECK(a_in.device().is_cpu() && b_in.device().is_cpu(),
-             "[matmul] CUDA tensors are not supported yet");
+  LOOM_CHECK(a_in.device() == b_in.device(), "[matmul] operands on different devices: ",
+             a_in.device().str(), " and ", b_in.device().str());
   // [.., M, K] @ [K, N]: fold the batch into M so one GEMM covers it.
   if (a_in.dim() > 2 && b_in.dim() == 2 && a_in.shape().back() == b_in.shape()[0]) {
     Shape out_shape = a_in.shape();
@@ -119,7 +179,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (bias.defined()) {
     LOOM_CHECK(bias.dim() == 1 && bias.shape()[0] == weight.shape()[0], "[linear] bias ",
                shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()));
-    y = y + bias;
+    y = y + (y.dtype() == bias.dtype() ? bias : autocast(bias));  // bf16 stays bf16
   }
   return y;
 }

@@ -1,5 +1,5 @@
 #pragma once
-// Matrix products through the GEMM kernels (OpenBLAS on the CPU).
+// Matrix products through the GEMM kernels (OpenBLAS on the CPU, cuBLASLt on CUDA).
 #include "core/tensor.h"
 
 namespace loom {
@@ -11,5 +11,10 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 
 // x [..., in] @ weight [out, in]^T + bias [out] -> [..., out]  (bias may be undefined).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// Whether f32 matmuls on CUDA may use TF32 tensor cores (off by default: full f32 products). A
+// process-wide switch, set from the recipe (train.allow_tf32) before training.
+void set_matmul_allow_tf32(bool allow);
+bool matmul_allow_tf32();
 
 }  // namespace loom

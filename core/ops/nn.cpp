@@ -5,23 +5,33 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/ops/cuda_util.h"
 #include "core/ops/op_util.h"
 #include "core/ops/elementwise.h"
+#include "core/ops/index.h"
 #include "core/ops/linalg.h"
 #include "core/ops/reduce.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/softmax.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/kernels.h"
 
 namespace loom {
 
 namespace {
 
-using ops::check_cpu;
 
+// CPU ops compute in f32 or f64; CUDA ops also in bf16 and f16.
 void check_float(const Tensor& t, const char* op, const char* what) {
-  LOOM_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64, "[", op, "] ", what,
-             " must be f32 or f64, got ", dtype_name(t.dtype()), " ", shape_str(t.shape()));
+  const bool ok = t.device().is_cuda() ? is_floating(t.dtype())
+                                       : (t.dtype() == DType::f32 || t.dtype() == DType::f64);
+  LOOM_CHECK(ok, "[", op, "] ", what, " must be ", t.device().is_cuda() ? "floating" : "f32 or f64",
+             ", got ", dtype_name(t.dtype()), " ", shape_str(t.shape()));
+}
+
+// The dtype of normalization statistics (mean, rstd): f64 for f64 inputs, f32 otherwise.
+DType stats_dtype(DType x) {
+  return x == DType::f64 ? DType::f64 : DType::f32;
 }
 
 void check_index_dtype(const Tensor& t, const char* op, const char* what) {
@@ -56,7 +66,9 @@ class SoftmaxOp final : public Op {
     const Tensor x = (dim_ == last ? in[0] : in[0].transpose(dim_, last)).contiguous();
     Tensor y = empty(x.shape(), x.dtype(), x.device());
     const int64_t n = x.shape().back();
-    if (n > 0) {
+    if (n > 0 && x.device().is_cuda()) {
+      kernels::cuda::softmax_rows(x.raw_data(), y.raw_data(), x.dtype(), x.numel() / n, n, log_);
+    } else if (n > 0) {
       LOOM_DISPATCH_FLOAT(x.dtype(), name(), [&] {
         kernels::cpu::softmax_forward(x.data<scalar_t>(), y.data<scalar_t>(), x.numel() / n, n,
                                       log_);
@@ -78,7 +90,6 @@ class SoftmaxOp final : public Op {
 
 Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
   const char* op = log ? "log_softmax" : "softmax";
-  check_cpu(x, op);
   check_float(x, op, "input");
   if (x.dim() == 0) {
     wrap_dim(dim, 1, op);
@@ -104,8 +115,15 @@ class LayerNormOp final : public Op {
     const Tensor b = in[2].defined() ? in[2].contiguous() : Tensor();
     const int64_t cols = x.shape().back();
     Tensor y = empty(x.shape(), x.dtype(), x.device());
-    Tensor mu = empty(drop_last(x.shape()), x.dtype(), x.device());
-    Tensor rstd = empty(drop_last(x.shape()), x.dtype(), x.device());
+    Tensor mu = empty(drop_last(x.shape()), stats_dtype(x.dtype()), x.device());
+    Tensor rstd = empty(drop_last(x.shape()), stats_dtype(x.dtype()), x.device());
+    if (x.device().is_cuda()) {
+      kernels::cuda::layer_norm_forward(x.raw_data(), w.defined() ? w.raw_data() : nullptr,
+                                        b.defined() ? b.raw_data() : nullptr, y.raw_data(),
+                                        mu.raw_data(), rstd.raw_data(), x.dtype(),
+                                        x.numel() / cols, cols, eps_);
+      return {y, mu, rstd};
+    }
     LOOM_DISPATCH_FLOAT(x.dtype(), "layer_norm", [&] {
       kernels::cpu::layer_norm_forward(
           x.data<scalar_t>(), w.defined() ? w.data<scalar_t>() : nullptr,
@@ -145,7 +163,13 @@ class RmsNormOp final : public Op {
     const Tensor w = in[1].defined() ? in[1].contiguous() : Tensor();
     const int64_t cols = x.shape().back();
     Tensor y = empty(x.shape(), x.dtype(), x.device());
-    Tensor rstd = empty(drop_last(x.shape()), x.dtype(), x.device());
+    Tensor rstd = empty(drop_last(x.shape()), stats_dtype(x.dtype()), x.device());
+    if (x.device().is_cuda()) {
+      kernels::cuda::rms_norm_forward(x.raw_data(), w.defined() ? w.raw_data() : nullptr,
+                                      y.raw_data(), rstd.raw_data(), x.dtype(), x.numel() / cols,
+                                      cols, eps_);
+      return {y, rstd};
+    }
     LOOM_DISPATCH_FLOAT(x.dtype(), "rms_norm", [&] {
       kernels::cpu::rms_norm_forward(x.data<scalar_t>(), w.defined() ? w.data<scalar_t>() : nullptr,
                                      y.data<scalar_t>(), rstd.data<scalar_t>(), x.numel() / cols,
@@ -172,7 +196,7 @@ class RmsNormOp final : public Op {
 
 void check_norm_param(const Tensor& p, const Tensor& x, const char* op, const char* what) {
   if (!p.defined()) return;
-  check_cpu(p, op);
+  ops::common_device({&p, &x}, op);
   const Shape want{x.shape().back()};
   LOOM_CHECK(p.shape() == want, "[", op, "] ", what, " must have shape ", shape_str(want),
              " for input ", shape_str(x.shape()), ", got ", shape_str(p.shape()));
@@ -181,7 +205,6 @@ void check_norm_param(const Tensor& p, const Tensor& x, const char* op, const ch
 }
 
 void check_norm_input(const Tensor& x, double eps, const char* op) {
-  check_cpu(x, op);
   check_float(x, op, "input");
   LOOM_CHECK(x.dim() >= 1 && x.shape().back() > 0, "[", op,
              "] normalizes the last dim, which must be non-empty; got shape ",
@@ -227,6 +250,11 @@ class EmbeddingOp final : public Op {
     Shape out_shape = idx.shape();
     out_shape.push_back(cols);
     Tensor out = empty(out_shape, table.dtype(), table.device());
+    if (table.device().is_cuda()) {
+      kernels::cuda::index_select(table.raw_data(), out.raw_data(), table.dtype(), idx.raw_data(),
+                                  idx.dtype(), 1, table.shape()[0], idx.numel(), cols);
+      return {out};
+    }
     LOOM_DISPATCH_FLOAT(table.dtype(), "embedding", [&] {
       using T = scalar_t;
       LOOM_DISPATCH_INDEX(idx.dtype(), "embedding", [&] {
@@ -251,6 +279,11 @@ class EmbeddingBackwardOp final : public Op {
     const Tensor idx = in[0].contiguous(), src = in[1].contiguous();
     const int64_t cols = src.shape().back();
     Tensor out = zeros({num_rows_, cols}, src.dtype(), src.device());
+    if (src.device().is_cuda()) {
+      kernels::cuda::index_add(out.raw_data(), src.raw_data(), src.dtype(), idx.raw_data(),
+                               idx.dtype(), 1, num_rows_, idx.numel(), cols);
+      return {out};
+    }
     LOOM_DISPATCH_FLOAT(src.dtype(), "embedding_backward", [&] {
       using T = scalar_t;
       LOOM_DISPATCH_INDEX(idx.dtype(), "embedding_backward", [&] {
@@ -288,6 +321,7 @@ class PickBackwardOp final : public Op {
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
     const Tensor ids = in[0].contiguous(), g = in[1].contiguous();
     Tensor out = zeros({g.numel(), classes_}, g.dtype(), g.device());
+    if (g.device().is_cuda()) return {scatter_add(out, 1, ids.unsqueeze(1), g.unsqueeze(1))};
     LOOM_DISPATCH_FLOAT(g.dtype(), "pick_backward", [&] {
       const scalar_t* pg = g.data<scalar_t>();
       scalar_t* po = out.data<scalar_t>();
@@ -308,6 +342,7 @@ class PickBackwardOp final : public Op {
 std::vector<Tensor> PickOp::forward(const std::vector<Tensor>& in) {
   const Tensor x = in[0].contiguous(), ids = in[1].contiguous();
   const int64_t n = x.shape()[0], k = x.shape()[1];
+  if (x.device().is_cuda()) return {gather(x, 1, ids.unsqueeze(1)).squeeze(1)};
   Tensor out = empty({n}, x.dtype(), x.device());
   LOOM_DISPATCH_FLOAT(x.dtype(), "pick", [&] {
     const scalar_t* px = x.data<scalar_t>();
@@ -346,8 +381,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 }
 
 Tensor embedding(const Tensor& indices, const Tensor& table) {
-  check_cpu(indices, "embedding");
-  check_cpu(table, "embedding");
+  ops::common_device({&indices, &table}, "embedding");
   check_index_dtype(indices, "embedding", "indices");
   check_float(table, "embedding", "table");
   LOOM_CHECK(table.dim() == 2, "[embedding] table must be [V, C], got ", shape_str(table.shape()));
@@ -360,8 +394,8 @@ Tensor embedding(const Tensor& indices, const Tensor& table) {
   return apply<EmbeddingOp>({indices, table})[0];
 }
 
+// Built on the host (ids are read there for the range check anyway), then moved to the ids' device.
 Tensor one_hot(const Tensor& indices, int64_t num_classes, DType dtype) {
-  check_cpu(indices, "one_hot");
   check_index_dtype(indices, "one_hot", "indices");
   LOOM_CHECK(num_classes >= 1, "[one_hot] num_classes must be >= 1, got ", num_classes);
   const std::vector<int64_t> ids = host_ids(indices);
@@ -376,22 +410,20 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes, DType dtype) {
       p[int64_t(i) * num_classes + ids[i]] = scalar_t(1);
     }
   });
-  return out;
+  return out.to(indices.device());
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
-  check_cpu(x, "dropout");
   check_float(x, "dropout", "input");
   LOOM_CHECK(p >= 0 && p <= 1, "[dropout] p must be in [0, 1], got ", p);
   if (!training || p == 0) return x;
   if (p == 1) return x * 0.0;
-  const Tensor keep = bernoulli(x.shape(), 1 - p, gen);
+  const Tensor keep = bernoulli(x.shape(), 1 - p, gen).to(x.device());
   return where(keep, x * (1.0 / (1 - p)), zeros({}, x.dtype()));
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
-  check_cpu(logits, "cross_entropy");
-  check_cpu(targets, "cross_entropy");
+  ops::common_device({&logits, &targets}, "cross_entropy");
   check_float(logits, "cross_entropy", "logits");
   check_index_dtype(targets, "cross_entropy", "targets");
   LOOM_CHECK(logits.dim() >= 1 && drop_last(logits.shape()) == targets.shape(),
@@ -414,15 +446,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     ++count;
   }
   const Tensor logp = log_softmax(logits.reshape({n, k}), -1);
-  const Tensor picked = apply<PickOp>({logp, from_vector(ids, {n})})[0];
-  const Tensor weights = from_vector(keep, {n}, logits.dtype());
+  const Tensor picked = apply<PickOp>({logp, from_vector(ids, {n}).to(logits.device())})[0];
+  const Tensor weights = from_vector(keep, {n}, logits.dtype()).to(logits.device());
   // With every target ignored this is 0/0 = NaN, as in PyTorch.
   return neg(sum(picked * weights)) / double(count);
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target) {
-  check_cpu(input, "mse_loss");
-  check_cpu(target, "mse_loss");
+  ops::common_device({&input, &target}, "mse_loss");
   check_float(input, "mse_loss", "input");
   LOOM_CHECK(input.shape() == target.shape(), "[mse_loss] input ", shape_str(input.shape()),
              " and target ", shape_str(target.shape()), " must have the same shape");
@@ -435,8 +466,8 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& mask, std::optional<double> scale) {
   const char* op = "scaled_dot_product_attention";
+  ops::common_device({&q, &k, &v, &mask}, op);
   for (const Tensor* t : {&q, &k, &v}) {
-    check_cpu(*t, op);
     check_float(*t, op, "q, k and v");
     LOOM_CHECK(t->dim() >= 2, "[", op, "] q, k and v must be [.., T, D]; got q ",
                shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
@@ -450,14 +481,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
              ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
   Tensor scores = matmul(q, k.transpose(-2, -1)) * scale.value_or(1.0 / std::sqrt(double(d)));
   if (mask.defined()) {
-    check_cpu(mask, op);
     LOOM_CHECK(mask.dtype() == DType::boolean, "[", op, "] mask must be bool, got ",
                dtype_name(mask.dtype()));
     LOOM_CHECK(broadcast_shapes(mask.shape(), scores.shape(), op) == scores.shape(), "[", op,
                "] mask ", shape_str(mask.shape()), " does not broadcast to the scores ",
                shape_str(scores.shape()));
-    scores =
-        where(mask, scores, full({}, -std::numeric_limits<double>::infinity(), scores.dtype()));
+    scores = where(mask, scores, full({}, -std::numeric_limits<double>::infinity()));
   }
   return matmul(softmax(scores, -1), v);
 }

@@ -5,6 +5,7 @@
 #include "core/autograd.h"
 #include "core/ops/elementwise.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/cuda/kernels.h"
 
 namespace loom {
 
@@ -48,6 +49,18 @@ Tensor rows_layout(const Tensor& x, const ReducePlan& p) {
   return x.permute(perm).contiguous();
 }
 
+kernels::cuda::RowReduce cuda_kind(kernels::cpu::RowReduce kind) {
+  switch (kind) {
+    case kernels::cpu::RowReduce::sum:
+      return kernels::cuda::RowReduce::sum;
+    case kernels::cpu::RowReduce::max:
+      return kernels::cuda::RowReduce::max;
+    case kernels::cpu::RowReduce::min:
+      return kernels::cuda::RowReduce::min;
+  }
+  return kernels::cuda::RowReduce::sum;
+}
+
 class ReduceOp final : public Op {
  public:
   ReduceOp(Dims dims, bool keepdim, kernels::cpu::RowReduce kind, const char* name)
@@ -64,6 +77,11 @@ class ReduceOp final : public Op {
     }
     const Tensor xr = rows_layout(x, p);
     Tensor out = empty(p.out_shape, x.dtype(), x.device());
+    if (x.device().is_cuda()) {
+      kernels::cuda::reduce_rows(xr.raw_data(), out.raw_data(), x.dtype(), p.rows, p.n,
+                                 cuda_kind(kind_));
+      return {out};
+    }
     // Integer inputs (counts, masks as i64) reduce too; their results carry no gradient.
     auto run = [&]<class T>(T) {
       kernels::cpu::reduce_rows(xr.data<T>(), out.data<T>(), p.rows, p.n, kind_);
@@ -107,7 +125,6 @@ class ReduceOp final : public Op {
 
 Tensor reduce(const Tensor& x, const Dims& dims, bool keepdim, kernels::cpu::RowReduce kind,
               const char* name) {
-  LOOM_CHECK(x.device().is_cpu(), "[", name, "] CUDA tensors are not supported yet");
   return apply<ReduceOp>({x}, dims, keepdim, kind, name)[0];
 }
 
@@ -139,12 +156,16 @@ Tensor amin(const Tensor& x, const Dims& dims, bool keepdim) {
 }
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
-  LOOM_CHECK(x.device().is_cpu(), "[argmax] CUDA tensors are not supported yet");
   const ReducePlan p = plan_reduce(x.shape(), {dim}, keepdim, "argmax");
   LOOM_CHECK(p.n > 0, "[argmax] empty dim in shape ", shape_str(x.shape()));
   NoGradGuard guard;
   const Tensor xr = rows_layout(x, p);
-  Tensor out = empty(p.out_shape, DType::i64);
+  Tensor out = empty(p.out_shape, DType::i64, x.device());
+  if (x.device().is_cuda()) {
+    kernels::cuda::arg_reduce_rows(xr.raw_data(), out.data<int64_t>(), x.dtype(), p.rows, p.n,
+                                   true);
+    return out;
+  }
   LOOM_DISPATCH_FLOAT(x.dtype(), "argmax", [&] {
     kernels::cpu::arg_reduce_rows(xr.data<scalar_t>(), out.data<int64_t>(), p.rows, p.n, true);
   });

@@ -166,18 +166,14 @@ class CopyOp final : public Op {
   bool saves_inputs() const override { return false; }
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
     const Tensor& x = in[0];
-    if (x.device().is_cpu() && device_.is_cpu()) {
+    if (x.device() == device_) {
       Tensor out = empty(x.shape(), dtype_, device_);
       copy_into(out, x);
       return {out};
     }
-    // Across devices: convert and compact on the host side, then move the bytes.
-    const bool host_ready = x.dtype() == dtype_ && x.is_contiguous();
-    const Tensor src = x.device().is_cpu() && !host_ready ? copy(x, dtype_, x.device()) : x;
-    LOOM_CHECK(src.is_contiguous() && src.dtype() == dtype_,
-               "[to] a CUDA tensor can only be "
-               "moved as a contiguous tensor of the target dtype (",
-               dtype_name(x.dtype()), " -> ", dtype_name(dtype_), ")");
+    // Across devices: convert and compact on the source's side, then move the bytes.
+    const bool ready = x.dtype() == dtype_ && x.is_contiguous();
+    const Tensor src = ready ? x : copy(x, dtype_, x.device());
     Tensor out = empty(x.shape(), dtype_, device_);
     copy_bytes(out.raw_data(), device_, src.raw_data(), src.device(),
                size_t(src.numel()) * dtype_size(dtype_));

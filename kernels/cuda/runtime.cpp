@@ -1,12 +1,16 @@
-// CUDA builds: the runtime entry points of runtime.h over the CUDA runtime API.
+// CUDA builds: devices, copies and synchronization of runtime.h, and the compute streams of
+// context.h. Memory is in allocator.cpp.
 #include "kernels/cuda/runtime.h"
 
 #include <cuda_runtime.h>
 
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
 
 namespace loom::kernels::cuda {
 
@@ -15,41 +19,54 @@ bool built_with_cuda() {
 }
 
 int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
-  }
+  static const int n = [] {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky "no device" error
+      return 0;
+    }
+    return count;
+  }();
   return n;
 }
 
-void* device_malloc(size_t nbytes, int device) {
-  if (device_count() == 0) throw std::runtime_error("[cuda] no CUDA device is present");
-  LOOM_CUDA_CHECK(cudaSetDevice(device));
-  void* p = nullptr;
-  const cudaError_t err = cudaMalloc(&p, nbytes ? nbytes : 1);
-  if (err != cudaSuccess) {
-    size_t free_b = 0, total_b = 0;
-    cudaGetLastError();
-    cudaMemGetInfo(&free_b, &total_b);
-    throw std::runtime_error("[cuda] out of memory on device " + std::to_string(device) +
-                             ": asked for " + std::to_string(nbytes) + " bytes, " +
-                             std::to_string(free_b) + " of " + std::to_string(total_b) + " free");
-  }
-  return p;
+int current_device() {
+  int d = 0;
+  LOOM_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
 }
 
-void device_free(void* ptr, int device) {
-  if (!ptr) return;
-  cudaSetDevice(device);
-  cudaFree(ptr);
+cudaStream_t compute_stream() {
+  static std::mutex mutex;
+  static std::vector<cudaStream_t> streams;
+  const int d = current_device();
+  std::lock_guard<std::mutex> lock(mutex);
+  if (streams.empty()) streams.assign(size_t(device_count() > 0 ? device_count() : 1), nullptr);
+  cudaStream_t& s = streams.at(size_t(d));
+  if (!s) LOOM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("[cuda] ") + what + ": " + cudaGetErrorString(err));
 }
 
 void memcpy_any(void* dst, bool dst_is_device, const void* src, bool src_is_device, size_t nbytes) {
   const cudaMemcpyKind kind =
       dst_is_device ? (src_is_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                     : (src_is_device ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
-  LOOM_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, kind));
+  cudaStream_t s = compute_stream();
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, s));
+  // Device-to-device copies stay ordered on the stream; anything touching host memory must be
+  // complete before the host reads the result or frees the source.
+  if (!(dst_is_device && src_is_device)) LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void synchronize(int device) {
+  LOOM_CUDA_CHECK(cudaSetDevice(device));
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
 }
 
 }  // namespace loom::kernels::cuda

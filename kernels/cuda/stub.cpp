@@ -1,6 +1,8 @@
 // CPU-only builds link this instead of runtime.cpp: every device entry point fails clearly.
 #include <stdexcept>
 
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 
 namespace loom::kernels::cuda {
@@ -25,6 +27,100 @@ void* device_malloc(size_t, int) {
 void device_free(void*, int) {}
 void memcpy_any(void*, bool, const void*, bool, size_t) {
   no_cuda("memcpy");
+}
+MemoryStats memory_stats(int) {
+  no_cuda("memory_stats");
+}
+void reset_peak_memory(int) {
+  no_cuda("reset_peak_memory");
+}
+void empty_cache(int) {}
+void synchronize(int) {
+  no_cuda("synchronize");
+}
+
+// -- kernels.h: elementwise, reductions, gemm --
+template <class F>
+void unary(const void*, void*, DType, int64_t) {
+  no_cuda("unary");
+}
+template <class F>
+void binary(const IterShape&, const Operand&, const Operand&, const Operand&) {
+  no_cuda("binary");
+}
+#define LOOM_STUB_UNARY(F) template void unary<fn::F>(const void*, void*, DType, int64_t);
+LOOM_UNARY_FNS(LOOM_STUB_UNARY)
+#define LOOM_STUB_BINARY(F) \
+  template void binary<fn::F>(const IterShape&, const Operand&, const Operand&, const Operand&);
+LOOM_BINARY_FNS(LOOM_STUB_BINARY)
+void where(const IterShape&, const Operand&, const Operand&, const Operand&, const Operand&) {
+  no_cuda("where");
+}
+void clamp(const void*, void*, DType, int64_t, double, double) {
+  no_cuda("clamp");
+}
+void copy(const IterShape&, const Operand&, const Operand&) {
+  no_cuda("copy");
+}
+void fill(void*, DType, int64_t, double) {
+  no_cuda("fill");
+}
+void reduce_rows(const void*, void*, DType, int64_t, int64_t, RowReduce) {
+  no_cuda("reduce_rows");
+}
+void arg_reduce_rows(const void*, int64_t*, DType, int64_t, int64_t, bool) {
+  no_cuda("arg_reduce_rows");
+}
+void gemm(const Gemm&, const void*, const void*, void*, DType, bool) {
+  no_cuda("gemm");
+}
+
+// -- kernels.h: nn, index, conv --
+void softmax_rows(const void*, void*, DType, int64_t, int64_t, bool) {
+  no_cuda("softmax_rows");
+}
+void layer_norm_forward(const void*, const void*, const void*, void*, void*, void*, DType, int64_t,
+                        int64_t, double) {
+  no_cuda("layer_norm_forward");
+}
+void rms_norm_forward(const void*, const void*, void*, void*, DType, int64_t, int64_t, double) {
+  no_cuda("rms_norm_forward");
+}
+void index_select(const void*, void*, DType, const void*, DType, int64_t, int64_t, int64_t,
+                  int64_t) {
+  no_cuda("index_select");
+}
+void index_add(void*, const void*, DType, const void*, DType, int64_t, int64_t, int64_t, int64_t) {
+  no_cuda("index_add");
+}
+void gather(const IterShape&, int, const Operand&, const Operand&, const Operand&) {
+  no_cuda("gather");
+}
+void scatter_add(const IterShape&, int, const Operand&, const Operand&, const Operand&) {
+  no_cuda("scatter_add");
+}
+void topk_rows(const void*, void*, int64_t*, DType, int64_t, int64_t, int64_t, bool) {
+  no_cuda("topk_rows");
+}
+void vol2col(const ConvGeometry&, int64_t, const void*, void*, DType) {
+  no_cuda("vol2col");
+}
+void col2vol(const ConvGeometry&, int64_t, const void*, void*, DType) {
+  no_cuda("col2vol");
+}
+
+// -- attention.h: flash attention --
+void flash_attention_forward(const AttentionArgs&, const void*, const void*, const void*, void*,
+                             float*, DType) {
+  no_cuda("flash_attention_forward");
+}
+size_t flash_attention_backward_workspace_bytes(const AttentionArgs&) {
+  no_cuda("flash_attention_backward_workspace_bytes");
+}
+void flash_attention_backward(const AttentionArgs&, const void*, const void*, const void*,
+                              const void*, const void*, const float*, void*, void*, void*, DType,
+                              float*) {
+  no_cuda("flash_attention_backward");
 }
 
 }  // namespace loom::kernels::cuda

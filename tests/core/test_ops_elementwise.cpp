@@ -81,6 +81,18 @@ TEST(Elementwise, ComparisonsAndWhere) {
                         {uniform({2, 3}, -1, 1, 1), uniform({1}, -1, 1, 2)}));
 }
 
+// Mixed floating operands promote to the wider dtype, and the gradient of the narrower one comes
+// back in its own dtype.
+TEST(Elementwise, MixedFloatsPromote) {
+  const Tensor a = full({2}, 1.5).set_requires_grad(), b = full({2}, 2.0, DType::f64);
+  const Tensor y = mul(a, b);
+  EXPECT_EQ(y.dtype(), DType::f64);
+  EXPECT_EQ(y.to_vector<double>(), (std::vector<double>{3.0, 3.0}));
+  sum(y).backward();
+  EXPECT_EQ(a.grad().dtype(), DType::f32);
+  EXPECT_EQ(a.grad().to_vector<float>(), (std::vector<float>{2.0f, 2.0f}));
+}
+
 TEST(Elementwise, ErrorsNameOpAndShapes) {
   try {
     (void)add(zeros({2, 3}), zeros({4}));
@@ -90,7 +102,7 @@ TEST(Elementwise, ErrorsNameOpAndShapes) {
     EXPECT_NE(m.find("[add]"), std::string::npos) << m;
     EXPECT_NE(m.find("[2, 3]"), std::string::npos) << m;
   }
-  EXPECT_THROW((void)mul(zeros({2}), zeros({2}, DType::f64)), Error);
+  EXPECT_THROW((void)mul(zeros({2}), zeros({2}, DType::i64)), Error);
   EXPECT_THROW((void)exp(zeros({2}, DType::i64)), Error);
   EXPECT_THROW((void)exp(zeros({2}, DType::bf16)), Error);
   EXPECT_THROW((void)where(zeros({2}), zeros({2}), zeros({2})), Error);

@@ -1,0 +1,190 @@
+// CUDA builds: kernels.h's gemm over cuBLASLt.
+//
+// Row-major to column-major: cuBLASLt is column-major, and a row-major [r, c] array with leading
+// dimension ld is the column-major [c, r] array with the same ld. So C = op(A) op(B) in row-major
+// is computed as the column-major Cᵀ = op(B)ᵀ op(A)ᵀ: cuBLASLt's first operand is B (rows n), its
+// second is A (columns m), and the transposes carry over unchanged.
+//
+// Plans: the matmul descriptor, the three layouts and the heuristic's algorithm are cached per
+// (shape, strides, dtype, TF32, operand alignment), so a training step's repeated GEMMs skip the
+// heuristic query. One 32 MiB workspace per device serves every call (all run on the compute
+// stream, so they never overlap).
+#include <cublasLt.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
+
+namespace loom::kernels::cuda {
+
+namespace {
+
+void lt_check(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("[cuda] gemm: ") + what + " failed: " +
+                             cublasLtGetStatusString(st));
+}
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+int alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int align = 16;
+  while (align > 1 && a % uintptr_t(align) != 0) align /= 2;
+  return align;
+}
+
+using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>;
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLASLt's A (= our B), B, C
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+struct DeviceState {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<PlanKey, std::unique_ptr<Plan>> plans;
+};
+
+DeviceState& state(int device) {
+  static std::mutex mutex;
+  static std::map<int, DeviceState> states;
+  std::lock_guard<std::mutex> lock(mutex);
+  DeviceState& s = states[device];
+  if (!s.handle) {
+    lt_check(cublasLtCreate(&s.handle), "cublasLtCreate");
+    s.workspace = device_malloc(kWorkspaceBytes, device);
+  }
+  return s;
+}
+
+cudaDataType_t data_type(DType t) {
+  switch (t) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::f64: return CUDA_R_64F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: throw std::runtime_error("[cuda] gemm: dtype must be f32, f64, bf16 or f16");
+  }
+}
+
+cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
+                                   int64_t batch, int64_t stride) {
+  cublasLtMatrixLayout_t l = nullptr;
+  lt_check(cublasLtMatrixLayoutCreate(&l, type, uint64_t(rows), uint64_t(cols), ld),
+           "cublasLtMatrixLayoutCreate");
+  if (batch > 1) {
+    const int32_t count = int32_t(batch);
+    lt_check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                              sizeof(count)),
+             "layout batch count");
+    lt_check(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                              &stride, sizeof(stride)),
+             "layout batch stride");
+  }
+  return l;
+}
+
+std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dtype,
+                                bool allow_tf32, const int (&align)[3]) {
+  auto plan = std::make_unique<Plan>();
+  const cudaDataType_t type = data_type(dtype);
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  cudaDataType_t scale = CUDA_R_32F;
+  if (dtype == DType::f64) {
+    compute = CUBLAS_COMPUTE_64F;
+    scale = CUDA_R_64F;
+  } else if (dtype == DType::f32 && allow_tf32) {
+    compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+  }
+  lt_check(cublasLtMatmulDescCreate(&plan->desc, compute, scale), "cublasLtMatmulDescCreate");
+  // cuBLASLt's A is our B, its B our A (see the file comment).
+  const cublasOperation_t op_lt_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_lt_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a,
+                                          sizeof(op_lt_a)),
+           "desc transa");
+  lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b,
+                                          sizeof(op_lt_b)),
+           "desc transb");
+  // Stored column-major shapes: our B is [k, n] row-major ([n, k] when transposed).
+  plan->a = g.trans_b ? make_layout(type, g.k, g.n, g.ldb, g.batch, g.stride_b)
+                      : make_layout(type, g.n, g.k, g.ldb, g.batch, g.stride_b);
+  plan->b = g.trans_a ? make_layout(type, g.m, g.k, g.lda, g.batch, g.stride_a)
+                      : make_layout(type, g.k, g.m, g.lda, g.batch, g.stride_a);
+  plan->c = make_layout(type, g.n, g.m, g.ldc, g.batch, g.stride_c);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  lt_check(cublasLtMatmulPreferenceCreate(&pref), "preference create");
+  const uint64_t ws = kWorkspaceBytes;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  const uint32_t al[3] = {uint32_t(align[1]), uint32_t(align[0]), uint32_t(align[2])};
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
+                                       sizeof(uint32_t));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      handle, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    throw std::runtime_error("[cuda] gemm: no cuBLASLt algorithm for m=" + std::to_string(g.m) +
+                             " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k) +
+                             " batch=" + std::to_string(g.batch));
+  plan->algo = result.algo;
+  return plan;
+}
+
+}  // namespace
+
+void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, bool allow_tf32) {
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  if (g.k == 0) {  // empty sum: C = 0
+    for (int64_t i = 0; i < g.batch; ++i)
+      fill(static_cast<char*>(c) + i * g.stride_c * dtype_bytes(dtype), dtype, g.m * g.ldc, 0);
+    return;
+  }
+  const int device = current_device();
+  DeviceState& s = state(device);
+  const int align[3] = {alignment_of(a), alignment_of(b), alignment_of(c)};
+  const PlanKey key{int(dtype), allow_tf32, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
+                    g.ldc, g.batch, g.stride_a, g.stride_b, g.stride_c, align[0], align[1],
+                    align[2], device};
+  auto it = s.plans.find(key);
+  if (it == s.plans.end()) it = s.plans.emplace(key, make_plan(s.handle, g, dtype, allow_tf32, align)).first;
+  const Plan& p = *it->second;
+  const float one_f = 1, zero_f = 0;
+  const double one_d = 1, zero_d = 0;
+  const bool f64 = dtype == DType::f64;
+  lt_check(cublasLtMatmul(s.handle, p.desc, f64 ? static_cast<const void*>(&one_d) : &one_f, b,
+                          p.a, a, p.b, f64 ? static_cast<const void*>(&zero_d) : &zero_f, c, p.c,
+                          c, p.c, &p.algo, s.workspace, kWorkspaceBytes, compute_stream()),
+           "cublasLtMatmul");
+}
+
+}  // namespace loom::kernels::cuda

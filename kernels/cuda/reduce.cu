@@ -1,0 +1,139 @@
+// CUDA row reductions of kernels.h: reduce_rows (sum, max, min) and arg_reduce_rows.
+//
+// Launch shape, chosen by row length n: a row per thread when n <= 16, a row per warp when
+// n <= 2048, a row per 256-thread block beyond. Each lane accumulates a strided slice of its row
+// in the compute type (float for 16/32-bit floats, double for f64 and integers), then lanes
+// combine by shuffles (and shared memory across warps). NaN propagates through max/min (and ranks
+// as the maximum in argmax), matching the CPU twins in kernels/cpu/reduce.h; the summation order
+// differs from the CPU's, so sums agree to rounding, not bitwise.
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/dtype_cuda.cuh"
+#include "kernels/cuda/kernels.h"
+
+namespace loom::kernels::cuda {
+
+namespace {
+
+template <class C>
+__device__ __forceinline__ bool is_nan_v(C v) {
+  return v != v;
+}
+
+template <class C>
+__device__ __forceinline__ C combine(C a, C b, RowReduce kind) {
+  switch (kind) {
+    case RowReduce::sum: return a + b;
+    case RowReduce::max: return (is_nan_v(a) || a >= b) ? a : b;
+    default: return (is_nan_v(a) || a <= b) ? a : b;
+  }
+}
+
+template <class C>
+__device__ __forceinline__ C warp_combine(C v, RowReduce kind) {
+  for (int o = 16; o > 0; o >>= 1) v = combine(v, __shfl_xor_sync(0xffffffffu, v, o), kind);
+  return v;
+}
+
+// `lanes` threads (1, 32 or 256) reduce each row; rows_per_block rows per block.
+template <class T, int kLanes>
+__global__ void reduce_rows_kernel(const T* x, T* y, int64_t rows, int64_t n, RowReduce kind) {
+  using C = typename Compute<T>::type;
+  constexpr int kRowsPerBlock = 256 / kLanes;
+  const int lane = threadIdx.x % kLanes;
+  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kLanes;
+  const bool active = row < rows;
+  C acc = C(0);
+  bool have = false;
+  if (active) {
+    const T* xr = x + row * n;
+    for (int64_t j = lane; j < n; j += kLanes) {
+      const C v = to_compute<C>(xr[j]);
+      acc = have ? combine(acc, v, kind) : v;
+      have = true;
+    }
+  }
+  // Lanes that saw no element contribute a neutral value: 0 for sum, the row's first element for
+  // max/min.
+  if (kLanes > 1) {
+    if (!have && active && n > 0) acc = kind == RowReduce::sum ? C(0) : to_compute<C>(x[row * n]);
+    if (kLanes >= 32) acc = warp_combine(acc, kind);
+    if (kLanes == 256) {
+      __shared__ C partial[8];
+      if (lane % 32 == 0) partial[lane / 32] = acc;
+      __syncthreads();
+      if (lane < 32) {
+        acc = lane < 8 ? partial[lane] : (kind == RowReduce::sum ? C(0) : partial[0]);
+        acc = warp_combine(acc, kind);
+      }
+    }
+  }
+  if (active && lane == 0) y[row] = from_compute<T>(n > 0 ? acc : C(0));
+}
+
+struct Best {
+  double v;
+  int64_t i;
+};
+// a beats b: larger (smaller) value, NaN above all, ties to the lower index.
+__device__ __forceinline__ bool beats(const Best& a, const Best& b, bool is_max) {
+  const bool an = a.v != a.v, bn = b.v != b.v;
+  if (an || bn) return an && (!bn || a.i < b.i);
+  if (a.v != b.v) return is_max ? a.v > b.v : a.v < b.v;
+  return a.i < b.i;
+}
+
+template <class T>
+__global__ void arg_reduce_kernel(const T* x, int64_t* idx, int64_t n, bool is_max) {
+  const int64_t row = blockIdx.x;
+  const T* xr = x + row * n;
+  Best best{0, -1};
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const Best c{to_compute<double>(xr[j]), j};
+    if (best.i < 0 || beats(c, best, is_max)) best = c;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    Best other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
+    if (other.i >= 0 && (best.i < 0 || beats(other, best, is_max))) best = other;
+  }
+  __shared__ Best partial[8];
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / 32); ++w)
+      if (partial[w].i >= 0 && (best.i < 0 || beats(partial[w], best, is_max))) best = partial[w];
+    idx[row] = best.i;
+  }
+}
+
+}  // namespace
+
+void reduce_rows(const void* x, void* y, DType dtype, int64_t rows, int64_t n, RowReduce kind) {
+  if (rows == 0) return;
+  dispatch_arith(dtype, "reduce_rows", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = static_cast<const T*>(x);
+    T* py = static_cast<T*>(y);
+    cudaStream_t s = compute_stream();
+    if (n <= 16) {
+      reduce_rows_kernel<T, 1><<<blocks_for(rows, 256), 256, 0, s>>>(px, py, rows, n, kind);
+    } else if (n <= 2048) {
+      reduce_rows_kernel<T, 32><<<blocks_for(rows, 8), 256, 0, s>>>(px, py, rows, n, kind);
+    } else {
+      reduce_rows_kernel<T, 256><<<blocks_for(rows, 1), 256, 0, s>>>(px, py, rows, n, kind);
+    }
+  });
+  check_launch("reduce_rows");
+}
+
+void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int64_t n,
+                     bool is_max) {
+  if (rows == 0) return;
+  dispatch_arith(dtype, "arg_reduce_rows", [&](auto tag) {
+    using T = decltype(tag);
+    arg_reduce_kernel<T><<<blocks_for(rows, 1), 256, 0, compute_stream()>>>(
+        static_cast<const T*>(x), idx, n, is_max);
+  });
+  check_launch("arg_reduce_rows");
+}
+
+}  // namespace loom::kernels::cuda

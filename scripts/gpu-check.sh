@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# On the GPU machine: builds loom with the CUDA backend (sm_90) and runs the `gpu`-labelled tests;
+# with --bench also the benchmarks against the PyTorch peer (bench/README.md). Output lands in
+# $LOOM_GPU_BUILD (default build-gpu); the last lines are a summary.
+#   usage: scripts/gpu-check.sh [--bench] [ctest -R regex]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -f .deps/use-deps.sh ]; then source .deps/use-deps.sh; fi
+build=${LOOM_GPU_BUILD:-build-gpu}
+bench=0
+if [ "${1:-}" = "--bench" ]; then bench=1; shift; fi
+cmake -S . -B "$build" -G Ninja -DLOOM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DCMAKE_BUILD_TYPE=Release > "$build.configure.log" 2>&1 || { tail -30 "$build.configure.log"; exit 1; }
+cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E "error|warning: unused|FAILED" -A3 || true
+cmake --build "$build" -j"$(nproc)" > /dev/null
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
+ctest --test-dir "$build" -L gpu --output-on-failure ${1:+-R "$1"} || status=$?
+if [ "$bench" = 1 ] && [ -x scripts/bench-gpu.sh ]; then scripts/bench-gpu.sh "$build"; fi
+exit "${status:-0}"

@@ -1,0 +1,267 @@
+// Every op on CUDA against its CPU twin: forward outputs and the gradients of every floating input,
+// on random inputs of awkward sizes, in f32 (tight) and bf16 (loose), plus f64 finite-difference
+// gradient checks run entirely on the GPU. Skipped (and reported as skipped) without a GPU.
+#include <gtest/gtest.h>
+
+#include "core/loom.h"
+#include "kernels/cuda/runtime.h"
+#include "tests/testing.h"
+
+namespace loom {
+namespace {
+
+using testing::allclose;
+using testing::uniform;
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+const Device kGpu = Device::cuda(0);
+
+class Cuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (kernels::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+// Relative error ||a - b|| / ||b|| over all elements (both moved to f64 on the host).
+double rel_error(const Tensor& a, const Tensor& b) {
+  const auto va = a.to(Device::cpu()).to_vector<double>();
+  const auto vb = b.to(Device::cpu()).to_vector<double>();
+  EXPECT_EQ(va.size(), vb.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    if (std::isnan(va[i]) != std::isnan(vb[i])) return INFINITY;
+    if (std::isnan(vb[i])) continue;
+    num += (va[i] - vb[i]) * (va[i] - vb[i]);
+    den += vb[i] * vb[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Runs f on f64 CPU inputs (the reference) and on CUDA copies cast to `dtype`; compares the output
+// and every floating input's gradient of sum(f(x) * w) within `tol` relative error.
+void expect_twin(const std::string& what, const Fn& f, std::vector<Tensor> inputs,
+                 DType dtype = DType::f32, double tol = 1e-5, bool grads = true) {
+  SCOPED_TRACE(what + " (" + dtype_name(dtype) + ")");
+  std::vector<Tensor> cpu, gpu;
+  for (const Tensor& t : inputs) {
+    const bool fl = is_floating(t.dtype());
+    Tensor c = t.contiguous().detach();
+    // The reference sees the GPU's rounded inputs, so only the arithmetic differs.
+    if (fl) c = c.to(dtype).to(DType::f64);
+    Tensor g = fl ? t.to(dtype).to(kGpu).detach() : t.to(kGpu).detach();
+    if (fl && grads) {
+      c.set_requires_grad(true);
+      g.set_requires_grad(true);
+    }
+    cpu.push_back(c);
+    gpu.push_back(g);
+  }
+  const Tensor yc = f(cpu), yg = f(gpu);
+  ASSERT_EQ(yg.device(), kGpu);
+  ASSERT_EQ(yc.shape(), yg.shape());
+  EXPECT_LE(rel_error(yg, yc), tol) << "forward";
+  if (!grads || !is_floating(yc.dtype())) return;
+  const Tensor w = uniform(yc.shape(), 0.5, 1.5, 7);
+  sum(yc * w).backward();
+  sum(yg * w.to(yg.dtype()).to(kGpu)).backward();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!cpu[i].requires_grad()) continue;
+    ASSERT_TRUE(gpu[i].grad().defined()) << "input " << i << " got no gradient";
+    EXPECT_EQ(gpu[i].grad().device(), kGpu);
+    EXPECT_LE(rel_error(gpu[i].grad(), cpu[i].grad()), tol * 4) << "gradient of input " << i;
+  }
+}
+
+void expect_twin_both(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs) {
+  expect_twin(what, f, inputs, DType::f32, 2e-5);
+  expect_twin(what, f, inputs, DType::bf16, 2e-2);
+}
+
+TEST_F(Cuda, RoundTripAndMemoryStats) {
+  const Tensor x = uniform({3, 5, 7});
+  const auto before = kernels::cuda::memory_stats(0);
+  {
+    const Tensor g = x.to(kGpu);
+    EXPECT_TRUE(allclose(g.to(Device::cpu()), x, 0, 0));
+    EXPECT_GE(kernels::cuda::memory_stats(0).allocated, before.allocated + 3 * 5 * 7 * 8);
+  }
+  EXPECT_EQ(kernels::cuda::memory_stats(0).allocated, before.allocated);
+  // Views, strided copies and dtype conversion on the device.
+  const Tensor g = x.to(kGpu);
+  EXPECT_TRUE(allclose(g.permute({2, 0, 1}).contiguous().to(Device::cpu()),
+                       x.permute({2, 0, 1}).contiguous(), 0, 0));
+  EXPECT_TRUE(allclose(g.slice(1, 1, 5, 2).to(DType::f32).to(Device::cpu()),
+                       x.slice(1, 1, 5, 2).to(DType::f32), 0, 0));
+  EXPECT_TRUE(allclose(full({4, 3}, 2.5, DType::bf16, kGpu).to(Device::cpu()).to(DType::f64),
+                       full({4, 3}, 2.5, DType::f64), 0, 0));
+  const Tensor ids = from_vector<int64_t>({int64_t(1) << 60, -3, 7}, {3});
+  EXPECT_EQ(ids.to(kGpu).to(Device::cpu()).to_vector<int64_t>(), ids.to_vector<int64_t>());
+}
+
+TEST_F(Cuda, OutOfMemoryNamesTheRequest) {
+  testing::expect_error([] { empty({int64_t(1) << 40}, DType::f32, kGpu); },
+                        {"out of memory", "asked for"});
+}
+
+TEST_F(Cuda, ElementwiseMatchesCpu) {
+  const Tensor a = uniform({3, 1, 37}, 0.2, 2.0, 1), b = uniform({1, 5, 37}, 0.2, 2.0, 2);
+  const Tensor s = uniform({3, 5, 37}, -3, 3, 3);
+  expect_twin_both("add", [](auto& x) { return x[0] + x[1]; }, {a, b});
+  expect_twin_both("sub", [](auto& x) { return x[0] - x[1]; }, {a, b});
+  expect_twin_both("mul", [](auto& x) { return x[0] * x[1]; }, {a, b});
+  expect_twin_both("div", [](auto& x) { return x[0] / x[1]; }, {a, b});
+  expect_twin_both("pow", [](auto& x) { return pow(x[0], x[1]); }, {a, b});
+  expect_twin_both("maximum", [](auto& x) { return maximum(x[0], x[1]); }, {a, b});
+  expect_twin_both("scalar ops", [](auto& x) { return (x[0] * 0.3 + 1.5) / 2.0 - 0.25; }, {s});
+  expect_twin_both("rsub", [](auto& x) { return 1.0 - x[0]; }, {s});
+  expect_twin_both("transposed operand", [](auto& x) { return x[0].transpose(0, 2) * 2.0; }, {s});
+  const std::vector<std::pair<const char*, Tensor (*)(const Tensor&)>> unary = {
+      {"neg", neg},     {"abs", abs},         {"exp", exp},   {"tanh", tanh},
+      {"sigmoid", sigmoid}, {"relu", relu},   {"silu", silu}, {"gelu_tanh", gelu_tanh},
+      {"sin", sin},     {"cos", cos},         {"square", square}};
+  for (const auto& [name, fn] : unary)
+    expect_twin_both(name, [fn](auto& x) { return fn(x[0]); }, {s});
+  const Tensor pos = uniform({7, 33}, 0.1, 3, 4);
+  for (const auto& [name, fn] : std::vector<std::pair<const char*, Tensor (*)(const Tensor&)>>{
+           {"log", log}, {"sqrt", sqrt}, {"rsqrt", rsqrt}})
+    expect_twin_both(name, [fn](auto& x) { return fn(x[0]); }, {pos});
+  expect_twin_both("clamp", [](auto& x) { return clamp(x[0], -1, 0.5); }, {s});
+  expect_twin_both("where", [](auto& x) { return where(gt(x[0], 0.0), x[0], x[1] * 2.0); },
+                   {s, uniform({3, 5, 37}, -1, 1, 5)});
+  // Comparisons give bool on the device.
+  const Tensor ga = a.to(kGpu), gb = b.to(kGpu);
+  EXPECT_EQ(lt(ga, gb).to(Device::cpu()).to_vector<uint8_t>(), lt(a, b).to_vector<uint8_t>());
+}
+
+TEST_F(Cuda, MixedPrecisionPromotes) {
+  const Tensor x = uniform({4, 9}).to(DType::f32).to(kGpu);
+  const Tensor h = uniform({4, 9}, -1, 1, 2).to(DType::bf16).to(kGpu);
+  const Tensor y = x + h;
+  EXPECT_EQ(y.dtype(), DType::f32);
+  EXPECT_LE(rel_error(y, x.to(Device::cpu()) + h.to(Device::cpu()).to(DType::f32)), 1e-7);
+}
+
+TEST_F(Cuda, ReductionsMatchCpu) {
+  for (const Shape& shape : std::vector<Shape>{{5, 3}, {4, 70, 9}, {2, 3000}, {1, 5000, 3}}) {
+    const Tensor x = uniform(shape, -2, 2, 11);
+    const std::string tag = shape_str(shape);
+    expect_twin_both("sum all " + tag, [](auto& v) { return sum(v[0]); }, {x});
+    expect_twin_both("sum last " + tag, [](auto& v) { return sum(v[0], {-1}); }, {x});
+    expect_twin_both("mean first " + tag, [](auto& v) { return mean(v[0], {0}, true); }, {x});
+    expect_twin_both("amax " + tag, [](auto& v) { return amax(v[0], {-1}); }, {x});
+    expect_twin_both("amin " + tag, [](auto& v) { return amin(v[0], {0}); }, {x});
+    expect_twin_both("var " + tag, [](auto& v) { return var(v[0], {-1}); }, {x});
+    expect_twin_both("logsumexp " + tag, [](auto& v) { return logsumexp(v[0], {-1}); }, {x});
+    const Tensor xf = x.to(DType::f32);
+    EXPECT_EQ(argmax(xf.to(kGpu), -1).to(Device::cpu()).to_vector<int64_t>(),
+              argmax(xf, -1).to_vector<int64_t>());
+  }
+  const Tensor ints = from_vector<int64_t>({1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(sum(ints.to(kGpu), {1}).to(Device::cpu()).to_vector<int64_t>(),
+            (std::vector<int64_t>{6, 15}));
+}
+
+TEST_F(Cuda, MatmulMatchesCpu) {
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{17, 33}, {33, 9}}, {{2, 3, 17, 40}, {2, 3, 40, 24}}, {{5, 7, 31}, {31, 65}},
+      {{3, 1, 8, 16}, {1, 4, 16, 8}}, {{64}, {64, 3}}};
+  for (const auto& [sa, sb] : cases) {
+    const Tensor a = uniform(sa, -1, 1, 21), b = uniform(sb, -1, 1, 22);
+    const std::string tag = shape_str(sa) + "@" + shape_str(sb);
+    expect_twin(tag, [](auto& x) { return matmul(x[0], x[1]); }, {a, b}, DType::f32, 1e-5);
+    expect_twin(tag, [](auto& x) { return matmul(x[0], x[1]); }, {a, b}, DType::bf16, 1e-2);
+  }
+  const Tensor a = uniform({40, 24}, -1, 1, 23), b = uniform({32, 24}, -1, 1, 24);
+  expect_twin("a @ b^T", [](auto& x) { return matmul(x[0], x[1].t()); }, {a, b});
+  expect_twin("linear", [](auto& x) { return linear(x[0], x[1], x[2]); },
+              {a, b, uniform({32}, -1, 1, 25)});
+}
+
+TEST_F(Cuda, NormsAndSoftmaxMatchCpu) {
+  for (const Shape& shape : std::vector<Shape>{{6, 5}, {3, 7, 96}, {2, 1153}, {2, 4100}}) {
+    const Tensor x = uniform(shape, -3, 3, 31);
+    const int64_t c = shape.back();
+    const Tensor w = uniform({c}, 0.5, 1.5, 32), b = uniform({c}, -0.5, 0.5, 33);
+    const std::string tag = shape_str(shape);
+    expect_twin_both("softmax " + tag, [](auto& v) { return softmax(v[0], -1); }, {x});
+    expect_twin_both("log_softmax dim 0 " + tag, [](auto& v) { return log_softmax(v[0], 0); },
+                     {x});
+    expect_twin_both("layer_norm " + tag,
+                     [](auto& v) { return layer_norm(v[0], v[1], v[2], 1e-6); }, {x, w, b});
+    expect_twin_both("layer_norm plain " + tag,
+                     [](auto& v) { return layer_norm(v[0], Tensor(), Tensor(), 1e-6); }, {x});
+    expect_twin_both("rms_norm " + tag, [](auto& v) { return rms_norm(v[0], v[1], 1e-6); },
+                     {x, w});
+  }
+}
+
+TEST_F(Cuda, IndexingMatchesCpu) {
+  const Tensor x = uniform({6, 5, 7}, -1, 1, 41);
+  const Tensor idx = from_vector<int64_t>({4, 0, 4, 2, 1}, {5});
+  expect_twin_both("index_select", [&](auto& v) { return index_select(v[0], 0, v[1]); }, {x, idx});
+  expect_twin_both("index_select dim 2",
+                   [&](auto& v) { return index_select(v[0], 2, v[1]); }, {x, idx});
+  expect_twin_both("index_add",
+                   [&](auto& v) { return index_add(v[0], 1, v[1], v[2]); },
+                   {x, from_vector<int64_t>({3, 3, 0}, {3}), uniform({6, 3, 7}, -1, 1, 42)});
+  Generator gen(5, 0);
+  const Tensor gidx = randint(0, 5, {6, 4, 7}, gen);
+  expect_twin_both("gather", [&](auto& v) { return gather(v[0], 1, v[1]); }, {x, gidx});
+  expect_twin_both("scatter_add",
+                   [&](auto& v) { return scatter_add(v[0], 1, v[1], v[2]); },
+                   {x, gidx, uniform({6, 4, 7}, -1, 1, 43)});
+  const Tensor table = uniform({11, 13}, -1, 1, 44);
+  const Tensor labels = from_vector<int64_t>({3, 10, 0, 3, 3}, {5});
+  expect_twin_both("embedding", [&](auto& v) { return embedding(v[1], v[0]); }, {table, labels});
+  expect_twin_both("cat", [](auto& v) { return cat({v[0], v[1] * 2.0}, 1); },
+                   {x, uniform({6, 2, 7}, -1, 1, 45)});
+  expect_twin_both("cross_entropy",
+                   [](auto& v) { return cross_entropy(v[0], v[1]); },
+                   {uniform({5, 11}, -2, 2, 46), labels});
+  for (int64_t n : {8, 37, 1000}) {
+    const Tensor r = uniform({9, n}, -1, 1, 47);
+    const int64_t k = std::min<int64_t>(n, 5);
+    expect_twin_both("topk n=" + std::to_string(n), [k](auto& v) { return topk(v[0], k, -1).values; },
+                     {r});
+    const Tensor rf = r.to(DType::f32);
+    EXPECT_EQ(topk(rf.to(kGpu), k, -1, false).indices.to(Device::cpu()).to_vector<int64_t>(),
+              topk(rf, k, -1, false).indices.to_vector<int64_t>());
+  }
+}
+
+TEST_F(Cuda, ConvolutionMatchesCpu) {
+  expect_twin_both("conv2d patchify",
+                   [](auto& v) { return conv2d(v[0], v[1], v[2], {2, 2}, {0, 0}); },
+                   {uniform({3, 4, 8, 6}, -1, 1, 51), uniform({5, 4, 2, 2}, -1, 1, 52),
+                    uniform({5}, -1, 1, 53)});
+  expect_twin_both("conv2d padded 3x3",
+                   [](auto& v) { return conv2d(v[0], v[1], Tensor(), {1, 1}, {1, 1}); },
+                   {uniform({2, 3, 7, 5}, -1, 1, 54), uniform({4, 3, 3, 3}, -1, 1, 55)});
+  expect_twin_both("conv3d",
+                   [](auto& v) { return conv3d(v[0], v[1], v[2], {1, 2, 2}, {0, 1, 0}); },
+                   {uniform({2, 3, 4, 6, 6}, -1, 1, 56), uniform({4, 3, 2, 3, 2}, -1, 1, 57),
+                    uniform({4}, -1, 1, 58)});
+}
+
+TEST_F(Cuda, AttentionMatchesCpu) {
+  const Tensor q = uniform({2, 3, 77, 64}, -1, 1, 61), k = uniform({2, 3, 77, 64}, -1, 1, 62),
+               v = uniform({2, 3, 77, 64}, -1, 1, 63);
+  expect_twin_both("sdpa", [](auto& x) { return scaled_dot_product_attention(x[0], x[1], x[2]); },
+                   {q, k, v});
+}
+
+// f64 finite differences with every op of the chain on the GPU.
+TEST_F(Cuda, GradcheckOnTheGpu) {
+  const Fn chain = [](const std::vector<Tensor>& x) {
+    const Tensor h = gelu_tanh(linear(x[0], x[1], x[2]));
+    return softmax(layer_norm(h, x[3], Tensor(), 1e-5), -1) * sum(h, {-1}, true);
+  };
+  std::vector<Tensor> in = {uniform({3, 4, 6}, -1, 1, 71), uniform({5, 6}, -1, 1, 72),
+                            uniform({5}, -1, 1, 73), uniform({5}, 0.5, 1.5, 74)};
+  for (Tensor& t : in) t = t.to(kGpu);
+  EXPECT_TRUE(testing::gradcheck(chain, in, 1e-6, 1e-6, 1e-4));
+}
+
+}  // namespace
+}  // namespace loom
