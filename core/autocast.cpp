@@ -7,8 +7,7 @@ thread_local std::optional<DType> g_autocast;
 }
 
 AutocastGuard::AutocastGuard(DType dtype, bool enabled) : prev_(g_autocast) {
-  LOOM_CHECK(dtype == DType::bf16 || dtype == DType::f16 || dtype == DType::f32, "[autocast] ",
-             dtype_name(dtype), " is not a compute dtype (bf16, f16 or f32)");
+  LOOM_CHECK(is_floating(dtype), "[autocast] ", dtype_name(dtype), " is not a floating dtype");
   if (enabled) g_autocast = dtype;
 }
 

@@ -7,6 +7,7 @@
 // and attention in bf16 with f32 accumulation; norms (f32 statistics), softmax, losses and
 // reductions in f32 wherever their input is the f32 residual stream, and binary ops promote a bf16
 // branch meeting an f32 tensor to f32. CPU tensors are never cast (the CPU computes in f32/f64).
+// A nested AutocastGuard(DType::f32) keeps a region in f32 (the MoE router).
 #include <optional>
 
 #include "core/tensor.h"

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/kernels.h"
 #include "kernels/philox.h"
 
 namespace loom {
@@ -24,9 +25,20 @@ void for_each_word(Generator& gen, int64_t n, F f) {
   });
 }
 
+// The device path of rand/randn: one kernel over the draw's counters, then the dtype.
+Tensor cuda_draw(const Shape& shape, Generator& gen, DType dtype, Device device,
+                 kernels::cuda::Distribution dist) {
+  Tensor out = empty(shape, DType::f32, device);
+  const int64_t n = out.numel();
+  kernels::cuda::philox_fill(out.data<float>(), n, gen.seed(), gen.stream(), gen.advance(n), dist);
+  return out.to(dtype);
+}
+
 }  // namespace
 
-Tensor rand(const Shape& shape, Generator& gen, DType dtype) {
+Tensor rand(const Shape& shape, Generator& gen, DType dtype, Device device) {
+  if (device.is_cuda())
+    return cuda_draw(shape, gen, dtype, device, kernels::cuda::Distribution::uniform);
   const int64_t n = numel_of(shape);
   std::vector<float> v(static_cast<size_t>(n));
   for_each_word(gen, n, [&](int64_t i, const auto& w, int64_t j) {
@@ -35,7 +47,9 @@ Tensor rand(const Shape& shape, Generator& gen, DType dtype) {
   return from_vector(v, shape, dtype);
 }
 
-Tensor randn(const Shape& shape, Generator& gen, DType dtype) {
+Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
+  if (device.is_cuda())
+    return cuda_draw(shape, gen, dtype, device, kernels::cuda::Distribution::normal);
   const int64_t n = numel_of(shape);
   std::vector<float> v(static_cast<size_t>(n));
   // Words (0,1) and (2,3) of a counter form two Box-Muller pairs: 4 normals per counter.

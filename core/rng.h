@@ -29,10 +29,12 @@ class Generator {
   uint64_t seed_, stream_, offset_ = 0;
 };
 
-// Uniform [0, 1).
-Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::f32);
-// Standard normal (Box-Muller).
-Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32);
+// Uniform [0, 1). On a CUDA device the values are drawn there (the same values as on the host).
+Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::f32,
+            Device device = Device::cpu());
+// Standard normal (Box-Muller), likewise on either device.
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::f32,
+             Device device = Device::cpu());
 // Uniform integers in [low, high).
 Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen,
                DType dtype = DType::i64);

@@ -6,9 +6,11 @@
 #include <array>
 #include <cstdint>
 
+#include "kernels/hd.h"
+
 namespace loom::kernels {
 
-inline std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t counter, uint64_t stream) {
+LOOM_HD std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t counter, uint64_t stream) {
   uint32_t c0 = uint32_t(counter), c1 = uint32_t(counter >> 32);
   uint32_t c2 = uint32_t(stream), c3 = uint32_t(stream >> 32);
   uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
@@ -28,10 +30,10 @@ inline std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t counter, uint6
 }
 
 // Uniform in [0, 1) with 24 random bits, and in (0, 1] for logarithms.
-inline float u32_to_unit(uint32_t x) {
+LOOM_HD float u32_to_unit(uint32_t x) {
   return float(x >> 8) * (1.0f / 16777216.0f);
 }
-inline float u32_to_unit_open0(uint32_t x) {
+LOOM_HD float u32_to_unit_open0(uint32_t x) {
   return float((x >> 8) + 1) * (1.0f / 16777216.0f);
 }
 

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/cuda/kernels.h"
+
 namespace loom::optim {
 
 AdamW::AdamW(std::vector<Tensor> params, const AdamWConfig& config)
@@ -16,6 +18,39 @@ AdamW::AdamW(std::vector<Tensor> params, const AdamWConfig& config)
   state_.resize(params_.size());
 }
 
+StateKinds AdamW::state_kinds(size_t) const {
+  return {.tensors = {"exp_avg", "exp_avg_sq"}, .counters = {"optim.step"}};
+}
+
+std::vector<ParamState> AdamW::state() const {
+  std::vector<ParamState> out(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const AdamWState& st = state_[i];
+    out[i].counters["optim.step"] = st.step;
+    if (st.exp_avg.defined()) out[i].tensors["exp_avg"] = st.exp_avg;
+    if (st.exp_avg_sq.defined()) out[i].tensors["exp_avg_sq"] = st.exp_avg_sq;
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::vector<ParamState>& state) {
+  check_state_count(state);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const ParamState& s = state[i];
+    check_param_state_of(i, s);
+    const bool m = s.tensors.count("exp_avg"), v = s.tensors.count("exp_avg_sq");
+    const int64_t step = s.counters.at("optim.step");
+    const Device device = params_[i].device();
+    LOOM_CHECK(m == v && step >= 0 && (step == 0 || m), "[adamw] parameter ", param_label(i),
+               ": incomplete state (step ", step, ", exp_avg ", m ? "present" : "absent",
+               ", exp_avg_sq ", v ? "present" : "absent", ")");
+    state_[i] = {
+        .step = step,
+        .exp_avg = m ? copy_state_tensor(s.tensors.at("exp_avg"), device) : Tensor(),
+        .exp_avg_sq = v ? copy_state_tensor(s.tensors.at("exp_avg_sq"), device) : Tensor()};
+  }
+}
+
 void AdamW::step() {
   NoGradGuard no_grad;
   const double b1 = config_.beta1, b2 = config_.beta2;
@@ -25,15 +60,15 @@ void AdamW::step() {
     Tensor& p = params_[i];
     AdamWState& st = state_[i];
     if (!st.exp_avg.defined()) {
-      st.exp_avg = zeros(p.shape());
-      st.exp_avg_sq = zeros(p.shape());
+      st.exp_avg = zeros(p.shape(), DType::f32, p.device());
+      st.exp_avg_sq = zeros(p.shape(), DType::f32, p.device());
     }
     // The state is writable (checkpoint loading), so check what the loop below assumes.
     for (const Tensor* s : {&st.exp_avg, &st.exp_avg_sq}) {
       LOOM_CHECK(s->defined() && s->shape() == p.shape() && s->dtype() == DType::f32 &&
-                     s->is_contiguous() && s->device().is_cpu(),
+                     s->is_contiguous() && s->device() == p.device(),
                  "[adamw] state of parameter ", param_label(i), " ", shape_str(p.shape()),
-                 " must be two contiguous f32 CPU tensors of its shape");
+                 " must be two contiguous f32 tensors of its shape on its device");
     }
     ++st.step;
     // Scalars in double, then rounded once, matching PyTorch's single-tensor path.
@@ -46,6 +81,18 @@ void AdamW::step() {
     const float fb2 = float(b2);
     const float one_b1 = float(1 - b1), one_b2 = float(1 - b2);
 
+    if (p.device().is_cuda()) {
+      kernels::cuda::adamw_step(p.data<float>(), g.data<float>(), st.exp_avg.data<float>(),
+                                st.exp_avg_sq.data<float>(), p.numel(),
+                                {.decay = decay,
+                                 .step_size = step_size,
+                                 .bc2_sqrt = bc2_sqrt_f,
+                                 .eps = eps,
+                                 .beta2 = fb2,
+                                 .one_minus_beta1 = one_b1,
+                                 .one_minus_beta2 = one_b2});
+      continue;
+    }
     float* pd = p.data<float>();
     float* m = st.exp_avg.data<float>();
     float* v = st.exp_avg_sq.data<float>();

@@ -25,8 +25,9 @@ struct AdamWConfig {
   double weight_decay = 1e-2;
 };
 
-// Per-parameter state, exposed for checkpoints. exp_avg / exp_avg_sq are undefined until the
-// parameter's first step. A checkpoint loader may assign them (and step); step() then updates
+// Per-parameter state, exposed for inspection; checkpoints go through state()/load_state() (kinds
+// "exp_avg", "exp_avg_sq" and the counter "optim.step"). exp_avg / exp_avg_sq are undefined until
+// the parameter's first step. A checkpoint loader may assign them (and step); step() then updates
 // them in place and throws unless each is a contiguous f32 CPU tensor of the parameter's shape.
 struct AdamWState {
   int64_t step = 0;
@@ -40,6 +41,9 @@ class AdamW final : public Optimizer {
   explicit AdamW(std::vector<Tensor> params, const AdamWConfig& config = {});
 
   void step() override;
+  StateKinds state_kinds(size_t i) const override;
+  std::vector<ParamState> state() const override;
+  void load_state(const std::vector<ParamState>& state) override;
 
   const AdamWConfig& config() const { return config_; }
   const AdamWState& state(size_t i) const { return state_.at(i); }

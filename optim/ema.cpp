@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/ops/elementwise.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace loom::optim {
@@ -12,9 +13,7 @@ Ema::Ema(std::vector<Tensor> params, double decay, bool warmup)
   LOOM_CHECK(decay >= 0 && decay <= 1, "[ema] decay must be in [0, 1], got ", decay);
   NoGradGuard guard;
   for (const Tensor& p : params_) {
-    LOOM_CHECK(p.dtype() == DType::f32 && p.device().is_cpu(),
-               "[ema] parameters must be f32 on "
-               "the CPU, got ",
+    LOOM_CHECK(p.dtype() == DType::f32, "[ema] parameters must be f32, got ",
                dtype_name(p.dtype()), " on ", p.device().str());
     averages_.push_back(p.detach().clone());
   }
@@ -30,6 +29,11 @@ void Ema::update() {
   ++updates_;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor p = params_[i].contiguous();
+    if (p.device().is_cuda()) {  // the same formula through device ops
+      NoGradGuard guard;
+      copy_into(averages_[i], averages_[i] * double(d) + p * (1.0 - double(d)));
+      continue;
+    }
     float* a = averages_[i].data<float>();
     const float* v = p.data<float>();
     kernels::cpu::parallel_for(0, p.numel(), 1 << 15, [&](int64_t b, int64_t e) {

@@ -9,12 +9,15 @@ namespace loom::optim {
 
 double grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard guard;
-  double total = 0;
+  // Summed on the gradients' device in f64 and read once (one synchronization per step on CUDA).
+  Tensor total;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
-    if (g.defined()) total += sum(square(g.to(DType::f64))).item();
+    if (!g.defined()) continue;
+    const Tensor s = sum(square(g.to(DType::f64)));
+    total = total.defined() ? total + s : s;
   }
-  return std::sqrt(total);
+  return total.defined() ? std::sqrt(total.item()) : 0.0;
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {

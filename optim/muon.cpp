@@ -13,19 +13,21 @@ namespace {
 // [0.7, 1.1] quickly rather than to converge exactly to 1.
 constexpr float kNsA = 3.4445f, kNsB = -4.7750f, kNsC = 2.0315f;
 
-// How a parameter is seen as matrices: `count` matrices of rows x cols, stored one after another.
-struct MatrixLayout {
-  int64_t count, rows, cols;
-};
+}  // namespace
 
-MatrixLayout matrix_layout(const Shape& shape) {
+MuonMatrices muon_matrices(const Shape& shape) {
+  LOOM_CHECK(shape.size() >= 2, "[muon] a parameter of shape ", shape_str(shape),
+             " is not a matrix");
   if (shape.size() == 3) return {shape[0], shape[1], shape[2]};
   int64_t rest = 1;
   for (size_t d = 1; d < shape.size(); ++d) rest *= shape[d];
   return {1, shape[0], rest};
 }
 
-}  // namespace
+int64_t newton_schulz_flops(int64_t rows, int64_t cols, int64_t steps) {
+  const int64_t r = std::min(rows, cols), c = std::max(rows, cols);
+  return steps * (4 * r * r * c + 2 * r * r * r);
+}
 
 MuonScale muon_scale_from_name(const std::string& name) {
   if (name == "rows_cols") return MuonScale::rows_cols;
@@ -84,6 +86,7 @@ Muon::Muon(std::vector<Tensor> params, const MuonConfig& config)
   LOOM_CHECK(config.weight_decay >= 0, "[muon] weight_decay must be >= 0, got ",
              config.weight_decay);
   LOOM_CHECK(config.ns_steps >= 1, "[muon] ns_steps must be >= 1, got ", config.ns_steps);
+  require_cpu();
   for (size_t i = 0; i < params_.size(); ++i) {
     LOOM_CHECK(params_[i].dim() >= 2, "[muon] parameter ", param_label(i), " has shape ",
                shape_str(params_[i].shape()),
@@ -102,9 +105,27 @@ void Muon::set_momentum_buffer(size_t i, const Tensor& buffer) {
   LOOM_CHECK(buffer.shape() == params_[i].shape(), "[muon] momentum buffer of shape ",
              shape_str(buffer.shape()), " for parameter ", param_label(i), " of shape ",
              shape_str(params_[i].shape()));
-  NoGradGuard no_grad;
-  buffers_[i] = empty(params_[i].shape());
-  copy_into(buffers_[i], buffer);
+  buffers_[i] = copy_state_tensor(buffer, params_[i].device());
+}
+
+StateKinds Muon::state_kinds(size_t) const {
+  return {.tensors = {"muon_momentum"}, .counters = {}};
+}
+
+std::vector<ParamState> Muon::state() const {
+  std::vector<ParamState> out(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (buffers_[i].defined()) out[i].tensors["muon_momentum"] = buffers_[i];
+  return out;
+}
+
+void Muon::load_state(const std::vector<ParamState>& state) {
+  check_state_count(state);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    check_param_state_of(i, state[i]);
+    const auto it = state[i].tensors.find("muon_momentum");
+    set_momentum_buffer(i, it == state[i].tensors.end() ? Tensor() : it->second);
+  }
 }
 
 void Muon::step() {
@@ -133,7 +154,7 @@ void Muon::step() {
     float* pd = p.data<float>();
     for (int64_t k = 0; k < n; ++k) pd[k] *= decay;
 
-    const MatrixLayout L = matrix_layout(p.shape());
+    const MuonMatrices L = muon_matrices(p.shape());
     const Tensor stack = u.view({L.count, L.rows, L.cols});
     const float step = float(lr_ * muon_scale_factor(config_.scale, L.rows, L.cols));
     const int64_t per = L.rows * L.cols;

@@ -43,6 +43,19 @@ const char* muon_scale_name(MuonScale scale);
 // The update multiplier for one rows x cols matrix.
 double muon_scale_factor(MuonScale scale, int64_t rows, int64_t cols);
 
+// How Muon sees a parameter of rank >= 2 as matrices: `count` matrices of rows x cols stored one
+// after another ([n, r, c] -> n of r x c; rank 2 or >= 4 -> one of shape[0] x the rest).
+struct MuonMatrices {
+  int64_t count, rows, cols;
+};
+MuonMatrices muon_matrices(const Shape& shape);
+
+// Multiply-add FLOPs (2 per multiply-add) of newton_schulz on one rows x cols matrix: per step,
+// on the wide orientation r = min(rows, cols) <= c = max(rows, cols),
+//   A = X Xᵀ: 2 r r c,   A A: 2 r r r,   (b A + c A A) X: 2 r r c   ->  4 r^2 c + 2 r^3,
+// times `steps` (the elementwise work and the normalization are not counted).
+int64_t newton_schulz_flops(int64_t rows, int64_t cols, int64_t steps);
+
 // NS5 of a 2-D tensor (any float dtype, any strides); returns a new contiguous f32 [rows, cols]
 // tensor. Throws for a tensor that is not 2-D or steps < 0.
 Tensor newton_schulz(const Tensor& g, int64_t steps = 5);
@@ -63,6 +76,10 @@ class Muon final : public Optimizer {
   explicit Muon(std::vector<Tensor> params, const MuonConfig& config = {});
 
   void step() override;
+  // One tensor kind, "muon_momentum".
+  StateKinds state_kinds(size_t i) const override;
+  std::vector<ParamState> state() const override;
+  void load_state(const std::vector<ParamState>& state) override;
 
   const MuonConfig& config() const { return config_; }
   // Parameter i's momentum buffer; undefined until its first step.

@@ -7,6 +7,7 @@
 
 #include "optim/adamw.h"
 #include "optim/sgd.h"
+#include "optim/sharded.h"
 
 namespace loom::optim {
 
@@ -48,6 +49,16 @@ std::unique_ptr<Optimizer> make_optimizer(const ParamGroupSpec& s, std::vector<T
 }
 
 }  // namespace
+
+std::unique_ptr<Optimizer> make_group_optimizer(const ParamGroupSpec& spec,
+                                                std::vector<Tensor> params,
+                                                const std::shared_ptr<parallel::Communicator>& dp) {
+  if (!dp) return make_optimizer(spec, std::move(params));
+  const ShardCost cost = spec.optimizer == "muon" ? ShardCost::newton_schulz : ShardCost::numel;
+  return std::make_unique<ShardedOptimizer>(
+      std::move(params),
+      [spec](std::vector<Tensor> p) { return make_optimizer(spec, std::move(p)); }, cost, dp);
+}
 
 bool glob_match(std::string_view pattern, std::string_view name) {
   // Greedy scan with one backtrack point: on a mismatch, let the most recent '*' absorb one more
@@ -147,19 +158,23 @@ std::vector<std::vector<size_t>> assign_param_groups(const std::vector<ParamGrou
 }
 
 MultiOptimizer::MultiOptimizer(std::vector<Tensor> params, std::vector<ParamGroupSpec> groups,
-                               double base_lr)
+                               double base_lr, std::shared_ptr<parallel::Communicator> dp)
     : Optimizer(std::move(params), base_lr, "param_groups"), base_lr_(base_lr) {
   LOOM_CHECK(base_lr > 0, "[param_groups] base learning rate must be > 0, got ", base_lr,
              " (group rates are scaled by lr / base_lr)");
   std::vector<std::string> names;
   for (const Tensor& p : params_) names.push_back(p.name());
   std::vector<std::vector<size_t>> members = assign_param_groups(groups, names);
+  slot_.resize(params_.size());
   for (size_t g = 0; g < groups.size(); ++g) {
     Group group{std::move(groups[g]), std::move(members[g]), nullptr};
     std::vector<Tensor> sub;
-    for (size_t i : group.indices) sub.push_back(params_[i]);
+    for (size_t k = 0; k < group.indices.size(); ++k) {
+      sub.push_back(params_[group.indices[k]]);
+      slot_[group.indices[k]] = {g, k};
+    }
     try {
-      group.optimizer = make_optimizer(group.spec, std::move(sub));
+      group.optimizer = make_group_optimizer(group.spec, std::move(sub), dp);
     } catch (const Error& e) {
       // Which group's settings were bad is the useful part for a recipe author.
       LOOM_FAIL("[param_groups] group '", group.spec.name, "': ", e.what());
@@ -173,6 +188,35 @@ void MultiOptimizer::step() {
     groups_[g].optimizer->set_lr(group_lr(g));
     groups_[g].optimizer->step();
   }
+}
+
+StateKinds MultiOptimizer::state_kinds(size_t i) const {
+  const auto [g, k] = slot_.at(i);
+  return groups_[g].optimizer->state_kinds(k);
+}
+
+std::vector<ParamState> MultiOptimizer::state() const {
+  std::vector<ParamState> out(params_.size());
+  for (const Group& group : groups_) {
+    std::vector<ParamState> s = group.optimizer->state();
+    for (size_t k = 0; k < s.size(); ++k) out[group.indices[k]] = std::move(s[k]);
+  }
+  return out;
+}
+
+void MultiOptimizer::load_state(const std::vector<ParamState>& state) {
+  check_state_count(state);
+  for (const Group& group : groups_) {
+    std::vector<ParamState> s;
+    for (size_t i : group.indices) s.push_back(state[i]);
+    group.optimizer->load_state(s);
+  }
+}
+
+int64_t MultiOptimizer::state_bytes() const {
+  int64_t bytes = 0;
+  for (const Group& group : groups_) bytes += group.optimizer->state_bytes();
+  return bytes;
 }
 
 std::string describe_groups(const MultiOptimizer& opt) {

@@ -18,6 +18,13 @@
 // each step() group g runs at spec.lr * lr() / base_lr, so one schedule shapes every group alike
 // and keeps their ratios. The group rates are applied in step() because Optimizer::set_lr is not
 // virtual; group_lr() reports the rate the next step will use.
+//
+// Data parallel: given a dp communicator, each group's optimizer is a ShardedOptimizer over that
+// group (sharded.h), balanced by Newton–Schulz FLOPs for a Muon group and by element count
+// otherwise; each group then owns, steps and all-gathers its own units, and the result equals the
+// single-rank MultiOptimizer. Construction, step() and state() are then collective over dp.
+// State: state() and load_state() go through the groups, so checkpoint keys are those of each
+// group's optimizer (state_dict.h) whatever the grouping or sharding.
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,6 +32,7 @@
 
 #include "optim/muon.h"
 #include "optim/optimizer.h"
+#include "parallel/communicator.h"
 
 namespace loom::optim {
 
@@ -39,6 +47,12 @@ struct ParamGroupSpec {
   bool nesterov = true;                           // muon, sgd
   MuonScale muon_scale = MuonScale::rows_cols;    // muon
 };
+
+// The optimizer a group spec names ("adamw", "muon", "sgd") over `params`; with a non-null dp, a
+// ShardedOptimizer of it over dp (collective). Throws for an unknown optimizer name.
+std::unique_ptr<Optimizer> make_group_optimizer(const ParamGroupSpec& spec,
+                                                std::vector<Tensor> params,
+                                                const std::shared_ptr<parallel::Communicator>& dp);
 
 // Whole-name match with '*' as "any run of characters" (see above).
 bool glob_match(std::string_view pattern, std::string_view name);
@@ -55,10 +69,16 @@ class MultiOptimizer final : public Optimizer {
  public:
   // Names come from each parameter's Tensor::name. Throws loom::Error for base_lr <= 0, an
   // unknown optimizer name, an assignment error, or a group optimizer's own configuration error
-  // (prefixed with the group's name).
-  MultiOptimizer(std::vector<Tensor> params, std::vector<ParamGroupSpec> groups, double base_lr);
+  // (prefixed with the group's name). A non-null dp shards every group over it (see above).
+  MultiOptimizer(std::vector<Tensor> params, std::vector<ParamGroupSpec> groups, double base_lr,
+                 std::shared_ptr<parallel::Communicator> dp = nullptr);
 
   void step() override;
+  StateKinds state_kinds(size_t i) const override;
+  std::vector<ParamState> state() const override;
+  void load_state(const std::vector<ParamState>& state) override;
+  // The sum over the groups (this rank's shards when sharded).
+  int64_t state_bytes() const override;
 
   double base_lr() const { return base_lr_; }
   size_t num_groups() const { return groups_.size(); }
@@ -77,6 +97,7 @@ class MultiOptimizer final : public Optimizer {
     std::unique_ptr<Optimizer> optimizer;
   };
   std::vector<Group> groups_;
+  std::vector<std::pair<size_t, size_t>> slot_;  // per parameter: (group, index in the group)
   double base_lr_;
 };
 

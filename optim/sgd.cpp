@@ -10,6 +10,7 @@ Sgd::Sgd(std::vector<Tensor> params, const SgdConfig& config)
   LOOM_CHECK(!config.nesterov || (config.momentum > 0 && config.dampening == 0),
              "[sgd] nesterov needs momentum > 0 and dampening 0, got momentum ", config.momentum,
              " and dampening ", config.dampening);
+  require_cpu();
   buffers_.resize(params_.size());
 }
 
@@ -23,9 +24,27 @@ void Sgd::set_momentum_buffer(size_t i, const Tensor& buffer) {
   LOOM_CHECK(buffer.shape() == params_[i].shape(), "[sgd] momentum buffer of shape ",
              shape_str(buffer.shape()), " for parameter ", param_label(i), " of shape ",
              shape_str(params_[i].shape()));
-  NoGradGuard no_grad;
-  buffers_[i] = empty(params_[i].shape());
-  copy_into(buffers_[i], buffer);
+  buffers_[i] = copy_state_tensor(buffer, params_[i].device());
+}
+
+StateKinds Sgd::state_kinds(size_t) const {
+  return {.tensors = {"momentum"}, .counters = {}};
+}
+
+std::vector<ParamState> Sgd::state() const {
+  std::vector<ParamState> out(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (buffers_[i].defined()) out[i].tensors["momentum"] = buffers_[i];
+  return out;
+}
+
+void Sgd::load_state(const std::vector<ParamState>& state) {
+  check_state_count(state);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    check_param_state_of(i, state[i]);
+    const auto it = state[i].tensors.find("momentum");
+    set_momentum_buffer(i, it == state[i].tensors.end() ? Tensor() : it->second);
+  }
 }
 
 void Sgd::step() {

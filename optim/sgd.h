@@ -31,6 +31,10 @@ class Sgd final : public Optimizer {
   explicit Sgd(std::vector<Tensor> params, const SgdConfig& config = {});
 
   void step() override;
+  // One tensor kind, "momentum".
+  StateKinds state_kinds(size_t i) const override;
+  std::vector<ParamState> state() const override;
+  void load_state(const std::vector<ParamState>& state) override;
 
   const SgdConfig& config() const { return config_; }
   // Parameter i's momentum buffer; undefined until its first step with momentum > 0.

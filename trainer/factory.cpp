@@ -1,10 +1,13 @@
 #include "trainer/factory.h"
 
+#include "core/ops/linalg.h"
 #include "data/fashion_mnist.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/runtime.h"
 #include "optim/adamw.h"
 #include "optim/param_groups.h"
 #include "optim/sgd.h"
+#include "parallel/communicator.h"
 
 namespace loom::trainer {
 
@@ -171,12 +174,27 @@ SamplerConfig sampler_config_from_recipe(const Recipe& r) {
           .sampler = r.get_string("sample.sampler"),
           .steps = r.get_int("sample.steps"),
           .cfg_scale = r.get_double("sample.cfg_scale"),
-          .eta = r.get_double("sample.eta")};
+          .eta = r.get_double("sample.eta"),
+          .autocast = r.get_string("train.precision") == "bf16"};
 }
 
 void apply_threads(const Recipe& r) {
   const int64_t threads = r.get_int("train.threads");
   if (threads > 0) kernels::cpu::set_num_threads(int(threads));
+}
+
+Device device_from_recipe(const Recipe& r) {
+  set_matmul_allow_tf32(r.get_bool("train.allow_tf32"));
+  if (r.get_string("train.device") == "cpu") return Device::cpu();
+  const int count = kernels::cuda::device_count();
+  r.check(kernels::cuda::built_with_cuda(), "train.device",
+          "is \"cuda\" but this loom was built without CUDA (configure with -DLOOM_CUDA=ON)");
+  r.check(count > 0, "train.device", "is \"cuda\" but no CUDA device is visible");
+  return Device::cuda(parallel::local_rank() % count);
+}
+
+bool autocast_from_recipe(const Recipe& r, Device device) {
+  return device.is_cuda() && r.get_string("train.precision") == "bf16";
 }
 
 }  // namespace loom::trainer

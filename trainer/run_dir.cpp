@@ -24,7 +24,7 @@ std::string read_text(const fs::path& p) {
 }
 }  // namespace
 
-RunDir::RunDir(const Recipe& recipe, const TrainOptions& options, std::ostream& out)
+RunDir::RunDir(const Recipe& recipe, const TrainOptions& options, std::ostream& out, bool writer)
     : path_(options.out_dir.empty() ? default_out_dir(recipe) : options.out_dir),
       keep_(int(recipe.get_int("train.keep_checkpoints"))) {
   const std::optional<std::string> latest =
@@ -38,6 +38,7 @@ RunDir::RunDir(const Recipe& recipe, const TrainOptions& options, std::ostream& 
     LOOM_CHECK(!latest.has_value(), "[train] ", path_, " already holds checkpoints (newest ",
                *latest, "); pass --resume to continue that run or choose another --out");
   }
+  if (!writer) return;
   std::error_code ec;
   fs::create_directories(samples_dir(), ec);
   LOOM_CHECK(!ec, "[train] cannot create ", samples_dir(), ": ", ec.message());
@@ -55,7 +56,13 @@ RunDir::RunDir(const Recipe& recipe, const TrainOptions& options, std::ostream& 
   metrics_ = std::make_unique<MetricsWriter>(path_ + "/metrics.jsonl", options.resume);
 }
 
+MetricsWriter& RunDir::metrics() {
+  LOOM_ASSERT(metrics_ != nullptr);
+  return *metrics_;
+}
+
 std::string RunDir::save(const CheckpointContents& contents) const {
+  LOOM_ASSERT(metrics_ != nullptr);  // only the writer saves
   return save_checkpoint(path_, contents, keep_);
 }
 

@@ -5,6 +5,11 @@
 // overwritten); --resume reopens it and hands back the newest complete checkpoint. The resolved
 // recipe is written atomically on start (a resumed run keeps the earlier recipe beside it as
 // recipe.previous.toml when they differ, and says so).
+//
+// Under data parallelism only rank 0 writes (writer = true); the other ranks build a reader,
+// which makes the same checks and loads the same resume checkpoint (the run directory must be on
+// a filesystem every rank sees) but creates and writes nothing: calling metrics() or save() on a
+// reader is a bug (aborts).
 #include <iosfwd>
 #include <memory>
 #include <optional>
@@ -23,13 +28,13 @@ struct TrainOptions {
 
 class RunDir {
  public:
-  RunDir(const Recipe& recipe, const TrainOptions& options, std::ostream& out);
+  RunDir(const Recipe& recipe, const TrainOptions& options, std::ostream& out, bool writer = true);
 
   const std::string& path() const { return path_; }
   std::string samples_dir() const { return path_ + "/samples"; }
   // The checkpoint to continue from (resume only).
   const std::optional<CheckpointContents>& resume_from() const { return resume_; }
-  MetricsWriter& metrics() { return *metrics_; }
+  MetricsWriter& metrics();
   // Writes checkpoints/<step>/ keeping the newest train.keep_checkpoints.
   std::string save(const CheckpointContents& contents) const;
 

@@ -12,9 +12,16 @@ Tensor generate_images(dit::DiT& model, const SamplerConfig& c, const Tensor& la
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
-  const diffusion::ModelFn fn = [&](const Tensor& x, const Tensor& t) {
-    if (c.cfg_scale == 1.0) return model.forward(x, t, labels).out;
-    return model.forward_with_cfg(x, t, labels, c.cfg_scale);
+  // The sampler's state stays on the host; each model call runs where the model lives (bf16
+  // autocast on CUDA) and answers on the host in f32.
+  const Device device = model.parameters().front().device();
+  const Tensor y = labels.to(device);
+  const diffusion::ModelFn fn = [&](const Tensor& x_host, const Tensor& t_host) {
+    AutocastGuard autocast(DType::bf16, device.is_cuda() && c.autocast);
+    const Tensor x = x_host.to(device), t = t_host.to(device);
+    const Tensor out = c.cfg_scale == 1.0 ? model.forward(x, t, y).out
+                                          : model.forward_with_cfg(x, t, y, c.cfg_scale);
+    return out.to(Device::cpu()).to(x_host.dtype());
   };
   const Shape shape{labels.size(0), mc.in_channels, mc.input_size, mc.input_size};
   Tensor images;

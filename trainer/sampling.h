@@ -17,6 +17,7 @@ struct SamplerConfig {
   int64_t steps = 50;
   double cfg_scale = 1.0;
   double eta = 0.0;
+  bool autocast = true;  // bf16 autocast when the model is on CUDA (train.precision)
 };
 
 // Images [N, C, I, I] for labels [N] (i64), starting from noise drawn from `gen`.

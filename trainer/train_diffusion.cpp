@@ -5,6 +5,11 @@
 // order and flips inside the loader, timesteps, noise, label dropout, sampling); a checkpoint
 // stores their offsets, the loader position, the model, the EMA and the optimizer state, so a
 // resumed run on the CPU continues with bit-identical losses.
+//
+// Data parallelism (data_parallel.h): a step's timesteps, noise and label dropout are drawn for
+// the whole global batch on every rank, and each rank's micro-batch takes its rows of them, so
+// the losses do not depend on parallel.dp or train.grad_accum (beyond the order of float sums;
+// the MoE balance loss is the exception: it is a statistic of each micro-batch's tokens).
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -15,12 +20,15 @@
 #include "core/loom.h"
 #include "data/loader.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/runtime.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/rectified_flow.h"
+#include "models/dit/flops.h"
 #include "optim/ema.h"
 #include "optim/grad_clip.h"
 #include "optim/param_groups.h"
 #include "trainer/classifier_score.h"
+#include "trainer/data_parallel.h"
 #include "trainer/factory.h"
 #include "trainer/output/image_grid.h"
 #include "trainer/output/plot.h"
@@ -57,13 +65,17 @@ double load_imbalance(const std::vector<std::vector<double>>& counts) {
   return counts.empty() ? 0.0 : acc / double(counts.size());
 }
 
+// The H200's dense bf16 tensor-core rate measured with a large GEMM (../shared/BENCH.md), the
+// denominator of the MFU in the step line.
+constexpr double kBf16PeakTflops = 790;
+
 std::string fmt(double v, int precision = 4) {
   std::ostringstream os;
   os << std::setprecision(precision) << v;
   return os.str();
 }
 
-// Statistics accumulated between two log lines.
+// Statistics accumulated between two log lines, already reduced over the dp ranks.
 struct Interval {
   double loss = 0, mse = 0, vb = 0, aux = 0, grad_norm = 0;
   int64_t steps = 0, images = 0;
@@ -75,51 +87,54 @@ class DiffusionJob {
  public:
   DiffusionJob(const Recipe& r, const TrainOptions& options, std::ostream& out)
       : r_(r),
-        out_(out),
         cfg_(dit_config_from_recipe(r)),
+        dp_(r, ModelSplits{.num_heads = cfg_.num_heads, .num_experts = cfg_.num_experts}),
+        out_(dp_.log(out)),
         train_set_(dataset_from_recipe(r, true)),
-        run_(r, options, out),
         seed_(uint64_t(r.get_int("train.seed"))),
         t_gen_(seed_, kTimesteps),
         noise_gen_(seed_, kNoise),
         label_gen_(seed_, kLabelDrop) {
     check_data_matches_model(r, *train_set_, cfg_.in_channels, cfg_.input_size, cfg_.num_classes);
+    device_ = device_from_recipe(r);
+    autocast_ = autocast_from_recipe(r, device_);
+    r.check(device_.is_cpu() || dp_.size() == 1, "parallel.dp",
+            "must be 1 with train.device = \"cuda\" for now (data parallelism on GPUs needs the "
+            "NCCL backend, not built yet)");
     Generator init(seed_, kInit);
     model_ = std::make_shared<dit::DiT>(cfg_, init);
-    sample_model_ = std::make_shared<dit::DiT>(cfg_, init);
     for (const auto& [name, p] : model_->named_parameters()) {
       names_.push_back(name);
       params_.push_back(p);
       p.set_name(name);
     }
+    dp_.check_same_job(r, options, model_->named_parameters());
+    // Every rank drew the same initial weights from the same seed; the broadcast makes that a
+    // guarantee instead of an assumption about the initializers.
+    std::vector<Tensor> state;
+    for (const auto& [name, t] : model_->state_dict()) state.push_back(t);
+    dp_.broadcast_from_root(state);
+    model_->to(device_);  // before anything holds gradients or optimizer state
+    dp_.reduce_gradients(model_->named_parameters());
+    run_ = std::make_unique<RunDir>(r, options, out_, dp_.is_root());
     optimizer_ = optimizer_from_recipe(r, params_);
     ema_ = std::make_unique<optim::Ema>(params_, r.get_double("train.ema_decay"));
     loader_ = std::make_unique<data::DataLoader>(
-        train_set_, data::LoaderConfig{.batch_size = r.get_int("train.batch_size"),
+        train_set_, dp_.loader_config({.batch_size = r.get_int("train.batch_size"),
                                        .seed = seed_,
                                        .shuffle = true,
                                        .hflip = r.get_bool("data.hflip"),
-                                       .prefetch = r.get_int("data.prefetch")});
+                                       .prefetch = r.get_int("data.prefetch")}));
     if (r.get_string("diffusion.objective") == "ddpm") {
       ddpm_ = std::make_unique<diffusion::GaussianDiffusion>(diffusion::GaussianDiffusionConfig{
           .num_timesteps = r.get_int("diffusion.num_timesteps"), .learn_sigma = cfg_.learn_sigma});
     }
-    if (auto classifier = find_classifier(r.get_string("eval.classifier"))) {
-      auto net = load_classifier(*classifier);
-      const classifier::ConvNetConfig& cc = net->config();
-      const bool fits = cc.in_channels == cfg_.in_channels && cc.image_size == cfg_.input_size &&
-                        cc.num_classes == cfg_.num_classes;
-      // The default classifier is only a convenience: one made for other images is skipped.
-      r.check(fits || r.get_string("eval.classifier").empty(), "eval.classifier",
-              "the classifier at " + *classifier + " scores " + std::to_string(cc.in_channels) +
-                  "x" + std::to_string(cc.image_size) + "x" + std::to_string(cc.image_size) +
-                  " images of " + std::to_string(cc.num_classes) + " classes, not this model's");
-      if (fits) {
-        classifier_ = net;
-        classifier_path_ = *classifier;
-      }
+    if (dp_.is_root()) {
+      sample_model_ = std::make_shared<dit::DiT>(cfg_, init);
+      sample_model_->to(device_);
+      load_classifier_if_any();
     }
-    if (run_.resume_from()) restore(*run_.resume_from());
+    if (run_->resume_from()) restore(*run_->resume_from());
   }
 
   TrainSummary run() {
@@ -129,47 +144,65 @@ class DiffusionJob {
     const int64_t ckpt_every = r_.get_int("train.checkpoint_every");
     print_header();
     install_stop_handlers();
-    ProgressLine progress(out_);
+    ProgressLine progress(dp_.progress(out_));
     Interval iv;
     const Clock::time_point session_start = Clock::now();
     const int64_t first_step = step_;
-    std::string last_ckpt;
     bool interrupted = false;
     while (step_ < total) {
-      if (stop_requested()) {
+      // A signal may reach the ranks at different steps; they stop together.
+      if (dp_.any_rank(stop_requested())) {
         interrupted = true;
         break;
       }
       train_step(iv);
       if (step_ % log_every == 0 || step_ == total) {
         progress.clear();
-        log(iv, total, session_start, first_step);
+        if (dp_.is_root()) log(iv, total, session_start, first_step);
         iv = Interval{};
       }
-      if (sample_every > 0 && step_ % sample_every == 0) sample_grid();
-      if (ckpt_every > 0 && step_ % ckpt_every == 0) last_ckpt = checkpoint();
+      if (sample_every > 0 && step_ % sample_every == 0 && dp_.is_root()) sample_grid();
+      if (ckpt_every > 0 && step_ % ckpt_every == 0) checkpoint();
       const double rate = double(step_ - first_step) / std::max(seconds_since(session_start), 1e-9);
       progress.update(step_, total, rate > 0 ? double(total - step_) / rate : 0,
                       "loss " + fmt(last_loss_));
     }
     progress.clear();
-    if (last_ckpt.empty() || !last_ckpt.ends_with("/" + std::to_string(step_)))
-      last_ckpt = checkpoint();
+    if (last_ckpt_step_ != step_) checkpoint();
     if (interrupted) {
-      out_ << "interrupted at step " << step_ << ": checkpoint " << last_ckpt
+      out_ << "interrupted at step " << step_ << ": checkpoint " << last_ckpt_
            << " written; continue with --resume\n";
-    } else {
+    } else if (dp_.is_root()) {
       if (sample_every == 0 || step_ % sample_every != 0) sample_grid();
       write_loss_plot();
       out_ << "done: " << step_ << " steps in " << format_duration(seconds_since(session_start))
-           << "; run directory " << run_.path() << "\n";
+           << "; run directory " << run_->path() << "\n";
     }
-    return {step_, interrupted, run_.path(), last_ckpt};
+    return {step_, interrupted, run_->path(), last_ckpt_};
   }
 
  private:
+  // The classifier that scores sample grids (root only), when one fits this model's images.
+  void load_classifier_if_any() {
+    if (auto classifier = find_classifier(r_.get_string("eval.classifier"))) {
+      auto net = load_classifier(*classifier);
+      const classifier::ConvNetConfig& cc = net->config();
+      const bool fits = cc.in_channels == cfg_.in_channels && cc.image_size == cfg_.input_size &&
+                        cc.num_classes == cfg_.num_classes;
+      // The default classifier is only a convenience: one made for other images is skipped.
+      r_.check(fits || r_.get_string("eval.classifier").empty(), "eval.classifier",
+               "the classifier at " + *classifier + " scores " + std::to_string(cc.in_channels) +
+                   "x" + std::to_string(cc.image_size) + "x" + std::to_string(cc.image_size) +
+                   " images of " + std::to_string(cc.num_classes) + " classes, not this model's");
+      if (fits) {
+        classifier_ = net;
+        classifier_path_ = *classifier;
+      }
+    }
+  }
+
   void print_header() {
-    out_ << "loom train: " << r_.source() << " -> " << run_.path() << "\n"
+    out_ << "loom train: " << r_.source() << " -> " << run_->path() << "\n"
          << "  model: " << (cfg_.num_experts ? "DiT-MoE" : "DiT") << " depth " << cfg_.depth
          << ", width " << cfg_.hidden_size << ", " << cfg_.num_heads << " heads, patch "
          << cfg_.patch_size << ", " << model_->num_tokens() << " tokens";
@@ -178,9 +211,10 @@ class DiffusionJob {
            << cfg_.num_shared_experts << " shared";
     out_ << "; " << model_->num_parameters() << " parameters\n"
          << "  data: " << r_.get_string("data.source") << ", " << train_set_->size()
-         << " images; objective " << r_.get_string("diffusion.objective") << "; batch "
-         << r_.get_int("train.batch_size") << " x " << r_.get_int("train.grad_accum")
-         << " accumulation; " << kernels::cpu::num_threads() << " threads\n";
+         << " images; objective " << r_.get_string("diffusion.objective") << "; global batch "
+         << r_.get_int("train.batch_size") << "; " << kernels::cpu::num_threads()
+         << " threads per rank\n"
+         << "  parallel: " << dp_.describe() << "\n";
     if (auto* groups = dynamic_cast<const optim::MultiOptimizer*>(optimizer_.get()))
       out_ << "  optimizer groups:\n" << optim::describe_groups(*groups);
     if (classifier_) {
@@ -191,30 +225,64 @@ class DiffusionJob {
     }
   }
 
+  // A step's random draws for the whole global batch (rows in DataParallel's order).
+  struct StepDraws {
+    Tensor t;           // [batch_size] DDPM steps (i64) or rectified-flow times (f32)
+    Tensor noise;       // [batch_size, C, H, W]
+    Tensor label_drop;  // [batch_size] bool: replace the label by the null class; undefined: none
+  };
+
+  // The same draws, in the same order, as the one-rank loop makes for a batch of batch_size:
+  // GaussianDiffusion's timesteps then noise, RectifiedFlow::training_losses' t then noise from one
+  // generator, and the label embedder's dropout draw (LabelEmbedder::drop_labels).
+  StepDraws draw_step() {
+    const int64_t batch = r_.get_int("train.batch_size");
+    Shape shape = train_set_->item_shape();
+    shape.insert(shape.begin(), batch);
+    StepDraws d;
+    if (ddpm_) {
+      d.t = ddpm_->sample_timesteps(batch, t_gen_);
+    } else {
+      d.t = diffusion::RectifiedFlow().sample_t(batch, noise_gen_);
+    }
+    d.noise = randn(shape, noise_gen_);
+    if (model_->y_embedder().has_null_class())
+      d.label_drop = bernoulli({batch}, cfg_.class_dropout_prob, label_gen_);
+    return d;
+  }
+
   void train_step(Interval& iv) {
-    const int64_t accum = r_.get_int("train.grad_accum");
+    const int64_t accum = dp_.plan().grad_accum;
     model_->train();
     optimizer_->zero_grad();
+    const StepDraws draws = draw_step();
     double loss = 0, mse = 0, vb = 0, aux_total = 0;
+    std::vector<double> counts;  // [layer * num_experts + expert]: tokens routed this step
     for (int64_t micro = 0; micro < accum; ++micro) {
+      dp_.begin_micro_batch(micro);
       const data::Batch batch = loader_->next();
-      const Tensor& x0 = batch.images;
+      const Tensor x0 = batch.images.to(device_);
+      const Tensor t = dp_.local_rows(draws.t, micro).to(device_);
+      const Tensor noise = dp_.local_rows(draws.noise, micro).to(device_);
+      Tensor labels = batch.labels;
+      if (draws.label_drop.defined()) {
+        const double null_class = double(model_->y_embedder().null_class());
+        labels =
+            where(dp_.local_rows(draws.label_drop, micro), full_like(labels, null_class), labels);
+      }
+      labels = labels.to(device_);
       Tensor aux;
-      std::vector<Tensor> counts;
-      const diffusion::ModelFn fn = [&](const Tensor& x_t, const Tensor& t) {
-        dit::DiT::Output o = model_->forward(x_t, t, batch.labels, &label_gen_);
+      std::vector<Tensor> layer_counts;
+      const diffusion::ModelFn fn = [&](const Tensor& x_t, const Tensor& t_model) {
+        dit::DiT::Output o = model_->forward(x_t, t_model, labels);
         aux = o.aux_loss;
-        counts = std::move(o.expert_counts);
+        layer_counts = std::move(o.expert_counts);
         return o.out;
       };
-      diffusion::Losses l;
-      if (ddpm_) {
-        const Tensor t = ddpm_->sample_timesteps(x0.size(0), t_gen_);
-        const Tensor noise = randn(x0.shape(), noise_gen_);
-        l = ddpm_->training_losses(fn, x0, t, noise);
-      } else {
-        l = diffusion::RectifiedFlow().training_losses(fn, x0, noise_gen_);
-      }
+      AutocastGuard autocast(DType::bf16, autocast_);
+      const diffusion::Losses l =
+          ddpm_ ? ddpm_->training_losses(fn, x0, t, noise)
+                : diffusion::RectifiedFlow().training_losses(fn, x0, t, noise);
       Tensor objective = l.loss;
       if (aux.defined()) objective = objective + aux;
       (objective / double(accum)).backward();
@@ -222,9 +290,14 @@ class DiffusionJob {
       if (l.mse.defined()) mse += l.mse.item() / double(accum);
       if (l.vb.defined()) vb += l.vb.item() / double(accum);
       if (aux.defined()) aux_total += aux.item() / double(accum);
-      add_counts(iv, counts);
-      iv.images += x0.size(0);
+      add_counts(counts, layer_counts);
+      iv.images += x0.size(0) * dp_.size();
     }
+    dp_.finish_gradients();
+    // Every rank logs, and decides on, the mean over the global batch.
+    const std::vector<double> mean = dp_.average({loss, mse, vb, aux_total});
+    loss = mean[0];
+    add_interval_counts(iv, dp_.sum(counts));
     const double gn = optim::clip_grad_norm(params_, r_.get_double("train.grad_clip"));
     if (!std::isfinite(loss) || !std::isfinite(gn)) {
       ++nonfinite_in_a_row_;
@@ -246,21 +319,28 @@ class DiffusionJob {
     ++step_;
     last_loss_ = loss;
     iv.loss += loss;
-    iv.mse += mse;
-    iv.vb += vb;
-    iv.aux += aux_total;
+    iv.mse += mean[1];
+    iv.vb += mean[2];
+    iv.aux += mean[3];
     iv.grad_norm += gn;
     ++iv.steps;
   }
 
-  void add_counts(Interval& iv, const std::vector<Tensor>& counts) {
-    if (counts.empty()) return;
-    iv.expert_counts.resize(counts.size());
-    for (size_t l = 0; l < counts.size(); ++l) {
-      const auto c = counts[l].to_vector<double>();
-      iv.expert_counts[l].resize(c.size(), 0.0);
-      for (size_t e = 0; e < c.size(); ++e) iv.expert_counts[l][e] += c[e];
+  // counts[l * E + e] += layer_counts[l][e].
+  static void add_counts(std::vector<double>& counts, const std::vector<Tensor>& layer_counts) {
+    for (size_t l = 0; l < layer_counts.size(); ++l) {
+      const auto c = layer_counts[l].to_vector<double>();
+      counts.resize(layer_counts.size() * c.size(), 0.0);
+      for (size_t e = 0; e < c.size(); ++e) counts[l * c.size() + e] += c[e];
     }
+  }
+
+  void add_interval_counts(Interval& iv, const std::vector<double>& counts) {
+    if (counts.empty()) return;
+    const size_t experts = size_t(cfg_.num_experts);
+    iv.expert_counts.resize(counts.size() / experts, std::vector<double>(experts, 0.0));
+    for (size_t i = 0; i < counts.size(); ++i)
+      iv.expert_counts[i / experts][i % experts] += counts[i];
   }
 
   void log(const Interval& iv, int64_t total, Clock::time_point session_start, int64_t first_step) {
@@ -278,8 +358,17 @@ class DiffusionJob {
     }
     std::ostringstream line;
     line << "step " << std::setw(6) << step_ << "/" << total << " | loss " << fmt(iv.loss / n)
-         << " | " << fmt(img_s, 4) << " img/s | lr " << fmt(optimizer_->lr(), 3) << " | grad "
-         << fmt(iv.grad_norm / n, 3);
+         << " | " << fmt(img_s, 4) << " img/s";
+    if (device_.is_cuda()) {  // model FLOPs as the peer counts them, over the H200's bf16 peak
+      const double tflops = img_s * dit::train_flops_per_image(cfg_) / 1e12;
+      const double peak_gib =
+          double(kernels::cuda::memory_stats(device_.index).peak_allocated) / double(1 << 30);
+      fields.push_back({"model_tflops", tflops});
+      fields.push_back({"peak_mem_gib", peak_gib});
+      line << " (" << fmt(tflops, 3) << " TFLOP/s, MFU " << fmt(100 * tflops / kBf16PeakTflops, 3)
+           << "%, " << fmt(peak_gib, 3) << " GiB)";
+    }
+    line << " | lr " << fmt(optimizer_->lr(), 3) << " | grad " << fmt(iv.grad_norm / n, 3);
     if (!iv.expert_counts.empty()) {
       const double imb = load_imbalance(iv.expert_counts);
       fields.push_back({"aux_loss", iv.aux / n});
@@ -294,7 +383,7 @@ class DiffusionJob {
     if (rate > 0 && step_ < total)
       line << ", eta " << format_duration(double(total - step_) / rate);
     out_ << line.str() << std::endl;
-    run_.metrics().write(fields);
+    run_->metrics().write(fields);
   }
 
   // EMA weights into the sampling model, then a grid with one row per class and fixed noise.
@@ -308,19 +397,27 @@ class DiffusionJob {
     const Tensor images =
         generate_images(*sample_model_, sampler_config_from_recipe(r_), labels, gen);
     std::ostringstream name;
-    name << run_.samples_dir() << "/step_" << std::setw(7) << std::setfill('0') << step_ << ".png";
+    name << run_->samples_dir() << "/step_" << std::setw(7) << std::setfill('0') << step_ << ".png";
     save_png(name.str(), images, per_class);
     std::ostringstream msg;
     msg << "samples: " << name.str() << " (" << fmt(seconds_since(t0), 3) << " s)";
     if (classifier_) {
       const double cc = score_images(*classifier_, images, labels).accuracy;
       msg << ", class consistency " << fmt(100 * cc, 3) << "%";
-      run_.metrics().write({{"step", double(step_)}, {"class_consistency", cc}});
+      run_->metrics().write({{"step", double(step_)}, {"class_consistency", cc}});
     }
     out_ << msg.str() << std::endl;
   }
 
-  std::string checkpoint() {
+  // The root writes; every rank waits until the checkpoint is complete.
+  void checkpoint() {
+    last_ckpt_step_ = step_;
+    if (dp_.is_root()) last_ckpt_ = run_->save(checkpoint_contents());
+    out_ << "checkpoint: " << last_ckpt_ << std::endl;
+    dp_.barrier();
+  }
+
+  CheckpointContents checkpoint_contents() const {
     CheckpointContents c;
     c.step = step_;
     c.recipe_toml = r_.to_toml();
@@ -333,9 +430,7 @@ class DiffusionJob {
     c.generators["label_dropout"] = generator_state(label_gen_);
     c.scalars["elapsed_seconds"] = elapsed_before_ + seconds_since(start_);
     c.scalars["last_loss"] = last_loss_;
-    const std::string dir = run_.save(c);
-    out_ << "checkpoint: " << dir << std::endl;
-    return dir;
+    return c;
   }
 
   void restore(const CheckpointContents& c) {
@@ -359,25 +454,29 @@ class DiffusionJob {
   void write_loss_plot() {
     std::vector<double> steps;
     std::vector<std::vector<double>> series(1);
-    for (const auto& row : read_metrics(run_.path() + "/metrics.jsonl")) {
+    for (const auto& row : read_metrics(run_->path() + "/metrics.jsonl")) {
       auto s = row.find("step"), l = row.find("loss");
       if (s == row.end() || l == row.end()) continue;
       steps.push_back(s->second);
       series[0].push_back(l->second);
     }
-    const std::string path = run_.path() + "/loss.svg";
+    const std::string path = run_->path() + "/loss.svg";
     save_loss_plot_svg(path, steps, series, {"training loss"}, "loom: " + r_.source());
     out_ << "loss plot: " << path << "\n";
   }
 
   const Recipe& r_;
-  std::ostream& out_;
   dit::DiTConfig cfg_;
+  DataParallel dp_;
+  std::ostream& out_;  // the console on the root, nothing elsewhere
   std::shared_ptr<data::Dataset> train_set_;
-  RunDir run_;
   uint64_t seed_;
   Generator t_gen_, noise_gen_, label_gen_;
-  std::shared_ptr<dit::DiT> model_, sample_model_;
+  Device device_;
+  bool autocast_ = false;  // bf16 autocast around the forward (train.precision on CUDA)
+  std::shared_ptr<dit::DiT> model_;
+  std::shared_ptr<dit::DiT> sample_model_;  // root only
+  std::unique_ptr<RunDir> run_;
   std::vector<std::string> names_;
   std::vector<Tensor> params_;
   std::unique_ptr<optim::Optimizer> optimizer_;
@@ -387,6 +486,8 @@ class DiffusionJob {
   std::shared_ptr<classifier::ConvNet> classifier_;
   std::string classifier_path_;
   int64_t step_ = 0;
+  int64_t last_ckpt_step_ = -1;
+  std::string last_ckpt_;  // root only
   int64_t nonfinite_in_a_row_ = 0, nonfinite_total_ = 0;
   double last_loss_ = 0, elapsed_before_ = 0;
   Clock::time_point start_ = Clock::now();

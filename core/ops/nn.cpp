@@ -4,10 +4,12 @@
 #include <cmath>
 #include <limits>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/ops/cuda_util.h"
 #include "core/ops/op_util.h"
 #include "core/ops/elementwise.h"
+#include "core/ops/flash_attention.h"
 #include "core/ops/index.h"
 #include "core/ops/linalg.h"
 #include "core/ops/reduce.h"
@@ -463,9 +465,10 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
   return mean(square(input - target));
 }
 
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     const Tensor& mask, std::optional<double> scale) {
   const char* op = "scaled_dot_product_attention";
+  const Tensor q = autocast(q_in), k = autocast(k_in), v = autocast(v_in);
   ops::common_device({&q, &k, &v, &mask}, op);
   for (const Tensor* t : {&q, &k, &v}) {
     check_float(*t, op, "q, k and v");
@@ -479,7 +482,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   LOOM_CHECK(k.shape().back() == d && k.shape()[k.dim() - 2] == v.shape()[v.dim() - 2], "[", op,
              "] expects q [.., Tq, D], k [.., Tk, D], v [.., Tk, Dv]; got q ", shape_str(q.shape()),
              ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
-  Tensor scores = matmul(q, k.transpose(-2, -1)) * scale.value_or(1.0 / std::sqrt(double(d)));
+  const double s = scale.value_or(1.0 / std::sqrt(double(d)));
+  if (ops::flash_attention_applies(q, k, v, mask)) return ops::flash_attention(q, k, v, s);
+  Tensor scores = matmul(q, k.transpose(-2, -1)) * s;
   if (mask.defined()) {
     LOOM_CHECK(mask.dtype() == DType::boolean, "[", op, "] mask must be bool, got ",
                dtype_name(mask.dtype()));

@@ -49,7 +49,9 @@ Tensor mse_loss(const Tensor& input, const Tensor& target);
 // Reference attention: softmax(q k^T * scale + mask) v with q [.., Tq, D], k [.., Tk, D],
 // v [.., Tk, Dv]. `mask` (bool, broadcastable to [.., Tq, Tk]) keeps positions where true.
 // scale defaults to 1/sqrt(D). Masked positions get -inf before the softmax, so a query whose
-// keys are all masked gives NaN. Composed from matmul/where/softmax: the oracle for fused kernels.
+// keys are all masked gives NaN. Composed from matmul/where/softmax (the oracle for the fused
+// kernels); on CUDA, unmasked bf16/f16 [B, H, T, D] inputs (bf16 under autocast) take loom's flash
+// attention kernels instead (core/ops/flash_attention.h).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& mask = Tensor(),
                                     std::optional<double> scale = std::nullopt);

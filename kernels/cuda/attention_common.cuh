@@ -174,9 +174,15 @@ __device__ __forceinline__ float fast_exp2(float x) {
 __device__ __forceinline__ float shfl_xor(float v, int mask) {
   return __shfl_xor_sync(0xffffffffu, v, mask);
 }
-// p[0] += a, p[1] += b as one 8-byte reduction (sm_90); p 8-byte aligned, global.
+// p[0] += a, p[1] += b as one 8-byte reduction without return value (sm_90; two 4-byte ones
+// before); p global and 8-byte aligned.
 __device__ __forceinline__ void atomic_add2(float* p, float a, float b) {
-  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
 }
 
 // Launches Kernel<<<grid, block, smem>>> on the compute stream, raising the kernel's dynamic

@@ -118,4 +118,21 @@ void vol2col(const ConvGeometry& g, int64_t planes, const void* x, void* cols, D
 // dx [planes, D, H, W] = the adjoint of vol2col (every column entry summed into its source).
 void col2vol(const ConvGeometry& g, int64_t planes, const void* cols, void* dx, DType dtype);
 
+// -- random numbers (random.cu) -----------------------------------------------------------------
+// Fills n contiguous f32 values from Philox4x32-10 keyed (seed, stream), counters first, first + 1,
+// ... (four values per counter), exactly as core/rng.cpp does on the host: uniform [0, 1), or
+// standard normal by Box-Muller on word pairs (computed in double, rounded to f32).
+enum class Distribution { uniform, normal };
+void philox_fill(float* out, int64_t n, uint64_t seed, uint64_t stream, uint64_t first,
+                 Distribution dist);
+
+// -- optimizer updates (optim.cu) ----------------------------------------------------------------
+// One AdamW step over n contiguous f32 elements, the CPU loop of optim/adamw.cpp exactly:
+// p *= decay; m += (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2;
+// p -= step_size * m / (sqrt(v) / bc2_sqrt + eps).
+struct AdamWStep {
+  float decay, step_size, bc2_sqrt, eps, beta2, one_minus_beta1, one_minus_beta2;
+};
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s);
+
 }  // namespace loom::kernels::cuda

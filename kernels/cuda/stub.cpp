@@ -75,6 +75,13 @@ void gemm(const Gemm&, const void*, const void*, void*, DType, bool) {
   no_cuda("gemm");
 }
 
+void philox_fill(float*, int64_t, uint64_t, uint64_t, uint64_t, Distribution) {
+  no_cuda("philox_fill");
+}
+void adamw_step(float*, const float*, float*, float*, int64_t, const AdamWStep&) {
+  no_cuda("adamw_step");
+}
+
 // -- kernels.h: nn, index, conv --
 void softmax_rows(const void*, void*, DType, int64_t, int64_t, bool) {
   no_cuda("softmax_rows");

@@ -200,15 +200,15 @@ Tensor GaussianDiffusion::model_t(const std::vector<int64_t>& steps) const {
 Tensor GaussianDiffusion::run_model(const ModelFn& model, const Tensor& x_t,
                                     const std::vector<int64_t>& steps, const char* op) const {
   LOOM_CHECK(bool(model), "[diffusion] ", op, ": empty model function");
-  const Tensor out = model(x_t, model_t(steps).to(x_t.device()));
+  Tensor out = model(x_t, model_t(steps).to(x_t.device()));
+  // Under autocast the model answers in bf16; the loss and the sampler work in x_t's dtype.
+  if (out.defined() && is_floating(out.dtype())) out = out.to(x_t.dtype());
   Shape expected = x_t.shape();
   if (learn_sigma_) expected[1] *= 2;
   LOOM_CHECK(out.defined() && out.shape() == expected, "[diffusion] ", op,
              ": model output must be ", shape_str(expected),
              learn_sigma_ ? " (eps and v, learn_sigma)" : " (eps)", ", got ",
              out.defined() ? shape_str(out.shape()) : std::string("an undefined tensor"));
-  LOOM_CHECK(out.dtype() == x_t.dtype(), "[diffusion] ", op, ": model output dtype ",
-             dtype_name(out.dtype()), " differs from x_t's ", dtype_name(x_t.dtype()));
   return out;
 }
 

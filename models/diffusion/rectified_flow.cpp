@@ -21,7 +21,7 @@ Tensor per_sample(const Tensor& t, const Tensor& x) {
   return t.to(x.dtype()).reshape(shape);
 }
 
-// The first C channels of the model output (velocity), after checking the output's shape.
+// The first C channels of the model output (velocity) in z's dtype, after checking the shape.
 Tensor velocity(const Tensor& out, const Tensor& z, const char* op) {
   const int64_t C = z.size(1);
   Shape with_sigma = z.shape();
@@ -30,9 +30,9 @@ Tensor velocity(const Tensor& out, const Tensor& z, const char* op) {
              "[diffusion] ", op, ": model output must be ", shape_str(z.shape()), " or ",
              shape_str(with_sigma), ", got ",
              out.defined() ? shape_str(out.shape()) : std::string("an undefined tensor"));
-  LOOM_CHECK(out.dtype() == z.dtype(), "[diffusion] ", op, ": model output dtype ",
-             dtype_name(out.dtype()), " differs from z_t's ", dtype_name(z.dtype()));
-  return out.size(1) == C ? out : out.narrow(1, 0, C);
+  // Under autocast the model answers in bf16; the loss and the sampler work in z's dtype.
+  const Tensor v = out.size(1) == C ? out : out.narrow(1, 0, C);
+  return v.dtype() == z.dtype() ? v : v.to(z.dtype());
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "core/ops/elementwise.h"
 #include "core/ops/index.h"
+#include "core/ops/linalg.h"
 #include "core/ops/nn.h"
 #include "models/nn/init.h"
 
@@ -54,6 +55,11 @@ std::vector<std::pair<std::string, DiTConfig>> named_configs() {
 
 int64_t ffn_hidden(const DiTConfig& cfg) {
   return static_cast<int64_t>(double(cfg.hidden_size) * cfg.mlp_ratio);
+}
+
+int64_t num_tokens_of(const DiTConfig& cfg) {
+  const int64_t grid = cfg.input_size / cfg.patch_size;
+  return grid * grid;
 }
 
 int64_t out_channels_of(const DiTConfig& cfg) {
@@ -171,16 +177,22 @@ Tensor unpatchify(const Tensor& tokens, int64_t patch_size, int64_t channels) {
 
 // -- DiTBlock ------------------------------------------------------------------------------------
 
-DiTBlock::DiTBlock(const DiTConfig& cfg, Generator& gen) : hidden_size_(cfg.hidden_size) {
+DiTBlock::DiTBlock(const DiTConfig& cfg, Generator& gen, const nn::ModelParallel* parallel)
+    : hidden_size_(cfg.hidden_size), parallel_(parallel ? *parallel : nn::ModelParallel{}) {
   validate(cfg);
   const int64_t D = cfg.hidden_size;
-  attn_ = register_module(
-      "attn", std::make_shared<nn::MultiHeadAttention>(
-                  nn::MultiHeadAttentionConfig{.dim = D, .num_heads = cfg.num_heads}, gen));
-  if (cfg.num_experts == 0) {
-    mlp_ = register_module(
-        "mlp", std::make_shared<nn::Mlp>(
-                   nn::MlpConfig{.in_features = D, .hidden_features = ffn_hidden(cfg)}, gen));
+  const nn::MultiHeadAttentionConfig attn{.dim = D, .num_heads = cfg.num_heads};
+  const nn::MlpConfig mlp{.in_features = D, .hidden_features = ffn_hidden(cfg)};
+  if (parallel) {
+    parallel_attn_ =
+        register_module("attn", std::make_shared<nn::ParallelAttention>(attn, *parallel, gen));
+  } else {
+    attn_ = register_module("attn", std::make_shared<nn::MultiHeadAttention>(attn, gen));
+  }
+  if (cfg.num_experts == 0 && parallel) {
+    parallel_mlp_ = register_module("mlp", std::make_shared<nn::ParallelMlp>(mlp, *parallel, gen));
+  } else if (cfg.num_experts == 0) {
+    mlp_ = register_module("mlp", std::make_shared<nn::Mlp>(mlp, gen));
   } else {
     moe_ = register_module("moe", std::make_shared<moe::MoELayer>(
                                       moe::MoEConfig{.d_model = D,
@@ -199,9 +211,26 @@ DiTBlock::DiTBlock(const DiTConfig& cfg, Generator& gen) : hidden_size_(cfg.hidd
   nn::init::zeros_(ada_->bias());
 }
 
+nn::MultiHeadAttention& DiTBlock::attn() const {
+  LOOM_CHECK(attn_ != nullptr, "[DiT] this block is parallel; use parallel_attn()");
+  return *attn_;
+}
+
+nn::ParallelAttention& DiTBlock::parallel_attn() const {
+  LOOM_CHECK(parallel_attn_ != nullptr, "[DiT] this block is single-rank; use attn()");
+  return *parallel_attn_;
+}
+
 nn::Mlp& DiTBlock::mlp() const {
-  LOOM_CHECK(mlp_ != nullptr, "[DiT] this block is MoE; it has no dense mlp");
+  LOOM_CHECK(!moe_, "[DiT] this block is MoE; it has no dense mlp");
+  LOOM_CHECK(mlp_ != nullptr, "[DiT] this block is parallel; use parallel_mlp()");
   return *mlp_;
+}
+
+nn::ParallelMlp& DiTBlock::parallel_mlp() const {
+  LOOM_CHECK(!moe_, "[DiT] this block is MoE; it has no dense mlp");
+  LOOM_CHECK(parallel_mlp_ != nullptr, "[DiT] this block is single-rank; use mlp()");
+  return *parallel_mlp_;
 }
 
 moe::MoELayer& DiTBlock::moe() const {
@@ -215,27 +244,36 @@ DiTBlock::Output DiTBlock::forward(const Tensor& x, const Tensor& silu_c) const 
              shape_str(x.shape()));
   LOOM_CHECK(silu_c.dim() == 2 && silu_c.size(0) == x.size(0) && silu_c.size(1) == D,
              "[DiT] block expected c [", x.size(0), ", ", D, "], got ", shape_str(silu_c.shape()));
-  // [B, 1, 6D] split into six [B, 1, D] views that broadcast over tokens.
-  const std::vector<Tensor> m = chunk(ada_->forward(silu_c).unsqueeze(1), 6, 2);
-  const Tensor h = x + m[2] * attn_->forward(modulate(layer_norm(x, {}, {}, kNormEps), m[0], m[1]));
-  const Tensor z = modulate(layer_norm(h, {}, {}, kNormEps), m[3], m[4]);
+  // [B, 1, 6D] split into six [B, 1, D] views that broadcast over tokens. When tokens are split,
+  // the modulation (the same on every rank) meets only this rank's tokens: sum its gradient.
+  const Tensor mod =
+      nn::ModelParallel::sum_grad_over(ada_->forward(silu_c), parallel_.residual_token_groups());
+  const std::vector<Tensor> m = chunk(mod.unsqueeze(1), 6, 2);
+  const Tensor h = x + m[2] * attention(modulate(layer_norm(x, {}, {}, kNormEps), m[0], m[1]));
   Output out;
-  if (moe_) {
-    moe::MoELayer::Output o = moe_->forward(z);
-    out.x = h + m[5] * o.y;
-    out.aux_loss = std::move(o.aux_loss);
-    out.expert_counts = std::move(o.expert_counts);
-  } else {
-    out.x = h + m[5] * mlp_->forward(z);
-  }
+  out.x = h + m[5] * feed_forward(modulate(layer_norm(h, {}, {}, kNormEps), m[3], m[4]), &out);
   return out;
+}
+
+Tensor DiTBlock::attention(const Tensor& z) const {
+  return parallel_attn_ ? parallel_attn_->forward(z) : attn_->forward(z);
+}
+
+Tensor DiTBlock::feed_forward(const Tensor& z, Output* out) const {
+  if (!moe_) return parallel_mlp_ ? parallel_mlp_->forward(z) : mlp_->forward(z);
+  // Experts are replicated: routing and the balance loss need every token, so each rank runs the
+  // whole sequence and keeps its own tokens of the result (identities when tokens are not split).
+  moe::MoELayer::Output o = moe_->forward(parallel_.gather_tokens(z));
+  out->aux_loss = std::move(o.aux_loss);
+  out->expert_counts = std::move(o.expert_counts);
+  return parallel_.shard_tokens(o.y);
 }
 
 // -- FinalLayer ----------------------------------------------------------------------------------
 
 FinalLayer::FinalLayer(int64_t hidden_size, int64_t patch_size, int64_t out_channels,
-                       Generator& gen)
-    : hidden_size_(hidden_size) {
+                       Generator& gen, const nn::ModelParallel* parallel)
+    : hidden_size_(hidden_size), parallel_(parallel ? *parallel : nn::ModelParallel{}) {
   const int64_t D = hidden_size;
   auto ada = register_module("adaLN_modulation", std::make_shared<nn::Module>());
   ada_ = ada->register_module(
@@ -256,14 +294,26 @@ Tensor FinalLayer::forward(const Tensor& x, const Tensor& silu_c) const {
   LOOM_CHECK(silu_c.dim() == 2 && silu_c.size(0) == x.size(0) && silu_c.size(1) == hidden_size_,
              "[DiT] final layer expected c [", x.size(0), ", ", hidden_size_, "], got ",
              shape_str(silu_c.shape()));
-  const std::vector<Tensor> m = chunk(ada_->forward(silu_c).unsqueeze(1), 2, 2);
-  return linear_->forward(modulate(layer_norm(x, {}, {}, kNormEps), m[0], m[1]));
+  // Replicated tensors that meet only this rank's tokens: their gradients are summed.
+  const auto groups = parallel_.residual_token_groups();
+  const auto replicated = [&](const Tensor& t) {
+    return nn::ModelParallel::sum_grad_over(t, groups);
+  };
+  const std::vector<Tensor> m = chunk(replicated(ada_->forward(silu_c)).unsqueeze(1), 2, 2);
+  return loom::linear(modulate(layer_norm(x, {}, {}, kNormEps), m[0], m[1]),
+                      replicated(linear_->weight()), replicated(linear_->bias()));
 }
 
 // -- DiT -----------------------------------------------------------------------------------------
 
-DiT::DiT(const DiTConfig& cfg, Generator& init_gen) : cfg_(cfg) {
+DiT::DiT(const DiTConfig& cfg, Generator& init_gen, const nn::ModelParallel* parallel)
+    : cfg_(cfg), parallel_(parallel ? *parallel : nn::ModelParallel{}) {
   validate(cfg);
+  if (parallel) {
+    LOOM_CHECK(parallel->tp != nullptr,
+               "[DiT] a parallel model needs the tp group (ModelParallel::from_grid sets it)");
+    parallel->residual_tokens(num_tokens_of(cfg));
+  }
   const int64_t D = cfg.hidden_size;
   x_embedder_ = register_module(
       "x_embedder", std::make_shared<PatchEmbed>(PatchEmbedConfig{.input_size = cfg.input_size,
@@ -284,11 +334,11 @@ DiT::DiT(const DiTConfig& cfg, Generator& init_gen) : cfg_(cfg) {
   pos_embed_ = register_buffer("pos_embed", sincos_pos_embed_2d(D, grid).view({1, grid * grid, D}));
   auto blocks = register_module("blocks", std::make_shared<nn::Module>());
   for (int64_t i = 0; i < cfg.depth; ++i)
-    blocks_.push_back(
-        blocks->register_module(std::to_string(i), std::make_shared<DiTBlock>(cfg, init_gen)));
+    blocks_.push_back(blocks->register_module(std::to_string(i),
+                                              std::make_shared<DiTBlock>(cfg, init_gen, parallel)));
   final_layer_ = register_module(
       "final_layer",
-      std::make_shared<FinalLayer>(D, cfg.patch_size, out_channels_of(cfg), init_gen));
+      std::make_shared<FinalLayer>(D, cfg.patch_size, out_channels_of(cfg), init_gen, parallel));
 }
 
 DiT::Output DiT::forward(const Tensor& x, const Tensor& t, const Tensor& y,
@@ -301,7 +351,7 @@ DiT::Output DiT::forward(const Tensor& x, const Tensor& t, const Tensor& y,
              shape_str(t.shape()));
   LOOM_CHECK(y.dim() == 1 && y.size(0) == B, "[DiT] expected y [", B, "], got ",
              shape_str(y.shape()));
-  const Tensor tokens = x_embedder_->forward(x) + pos_embed_;
+  const Tensor tokens = parallel_.shard_tokens(x_embedder_->forward(x) + pos_embed_);
   const Tensor silu_c = silu(t_embedder_->forward(t) + y_embedder_->forward(y, label_dropout));
   Output out;
   Tensor h = tokens;
@@ -312,7 +362,8 @@ DiT::Output DiT::forward(const Tensor& x, const Tensor& t, const Tensor& y,
       out.aux_loss = out.aux_loss.defined() ? out.aux_loss + o.aux_loss : o.aux_loss;
     if (o.expert_counts.defined()) out.expert_counts.push_back(std::move(o.expert_counts));
   }
-  out.out = unpatchify(final_layer_->forward(h, silu_c), cfg_.patch_size, out_channels());
+  out.out = unpatchify(parallel_.gather_tokens(final_layer_->forward(h, silu_c)), cfg_.patch_size,
+                       out_channels());
   return out;
 }
 

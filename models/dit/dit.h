@@ -32,6 +32,18 @@
 //
 // The label table has a null-class row (index num_classes) only when class_dropout_prob > 0, as in
 // the reference; classifier-free guidance needs it. Misuse throws loom::Error prefixed "[DiT]".
+//
+// Tensor and sequence parallelism (nn::ModelParallel, docs/PARALLEL_TP_SP.md): given a
+// ModelParallel, attention is split by heads over tp (qkv column-parallel by head, proj
+// row-parallel) and, with Ulysses, over sp; the dense MLP by hidden width over tp (fc1 column,
+// fc2 row). The adaLN modulations, embedders and final layer are replicated; DiT-MoE experts stay
+// replicated too (every rank routes the whole sequence). Tokens are split over sp (and over tp
+// under Megatron sequence parallelism) right after patch embedding + position embedding, and the
+// final layer's output is gathered, so forward returns the whole output on every rank and the loss
+// is computed as in one process. Parameter names are the single-rank ones; sharded parameters hold
+// this rank's slice (nn::named_shard_specs, nn::gather_state_dict and nn::load_sharded_state_dict
+// convert to and from whole tensors), and a model built from the same generator state holds
+// exactly the single-rank parameters. Without a ModelParallel the model is the single-rank one.
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,7 +55,10 @@
 #include "models/nn/attention.h"
 #include "models/nn/linear.h"
 #include "models/nn/mlp.h"
+#include "models/nn/model_parallel.h"
 #include "models/nn/module.h"
+#include "models/nn/parallel_attention.h"
+#include "models/nn/parallel_mlp.h"
 
 namespace loom::dit {
 
@@ -86,11 +101,13 @@ Tensor modulate(const Tensor& z, const Tensor& shift, const Tensor& scale);
 // tokens[(g_h G + g_w), (i p + j) C + c] (§1.6).
 Tensor unpatchify(const Tensor& tokens, int64_t patch_size, int64_t channels);
 
-// One adaLN-Zero block. Children: "attn" (nn::MultiHeadAttention), "mlp" (nn::Mlp) or "moe"
-// (moe::MoELayer), "adaLN_modulation" holding the Linear(D -> 6D) as "1".
+// One adaLN-Zero block. Children: "attn" (nn::MultiHeadAttention, or nn::ParallelAttention when
+// parallel), "mlp" (nn::Mlp, or nn::ParallelMlp when parallel) or "moe" (moe::MoELayer,
+// replicated), "adaLN_modulation" holding the Linear(D -> 6D) as "1".
 class DiTBlock : public nn::Module {
  public:
-  DiTBlock(const DiTConfig& cfg, Generator& gen);
+  // parallel: nullptr for the single-rank block.
+  DiTBlock(const DiTConfig& cfg, Generator& gen, const nn::ModelParallel* parallel = nullptr);
 
   struct Output {
     Tensor x;              // [B, T, D]
@@ -98,30 +115,40 @@ class DiTBlock : public nn::Module {
     Tensor expert_counts;  // MoE: i64 [E] assignments per expert; else undefined
   };
   // x [B, T, D], silu_c = SiLU(c) [B, D] (the activation is shared by all blocks, so the caller
-  // applies it once).
+  // applies it once). When parallel, x holds this rank's residual-stream tokens.
   Output forward(const Tensor& x, const Tensor& silu_c) const;
 
   bool is_moe() const { return moe_ != nullptr; }
-  nn::MultiHeadAttention& attn() const { return *attn_; }
+  nn::MultiHeadAttention& attn() const;          // throws for a parallel block
+  nn::ParallelAttention& parallel_attn() const;  // throws for a single-rank block
   nn::Linear& adaLN_modulation() const { return *ada_; }
-  nn::Mlp& mlp() const;        // throws for an MoE block
-  moe::MoELayer& moe() const;  // throws for a dense block
+  nn::Mlp& mlp() const;                   // throws for an MoE or a parallel block
+  nn::ParallelMlp& parallel_mlp() const;  // throws for an MoE or a single-rank block
+  moe::MoELayer& moe() const;             // throws for a dense block
 
  private:
+  Tensor attention(const Tensor& z) const;
+  Tensor feed_forward(const Tensor& z, Output* out) const;
+
   int64_t hidden_size_;
+  nn::ModelParallel parallel_;  // default (no groups) when single-rank
   std::shared_ptr<nn::MultiHeadAttention> attn_;
+  std::shared_ptr<nn::ParallelAttention> parallel_attn_;
   std::shared_ptr<nn::Mlp> mlp_;
+  std::shared_ptr<nn::ParallelMlp> parallel_mlp_;
   std::shared_ptr<moe::MoELayer> moe_;
   std::shared_ptr<nn::Linear> ada_;
 };
 
 // adaLN-modulated LayerNorm then Linear(D -> p*p*C_out). Children "adaLN_modulation" (Linear(D ->
-// 2D) as "1", order shift then scale) and "linear".
+// 2D) as "1", order shift then scale) and "linear". Replicated when parallel: it runs on this
+// rank's residual-stream tokens.
 class FinalLayer : public nn::Module {
  public:
-  FinalLayer(int64_t hidden_size, int64_t patch_size, int64_t out_channels, Generator& gen);
+  FinalLayer(int64_t hidden_size, int64_t patch_size, int64_t out_channels, Generator& gen,
+             const nn::ModelParallel* parallel = nullptr);
 
-  // x [B, T, D], silu_c [B, D] -> [B, T, p*p*C_out].
+  // x [B, T, D], silu_c [B, D] -> [B, T, p*p*C_out] (T: this rank's tokens when parallel).
   Tensor forward(const Tensor& x, const Tensor& silu_c) const;
 
   nn::Linear& adaLN_modulation() const { return *ada_; }
@@ -129,14 +156,18 @@ class FinalLayer : public nn::Module {
 
  private:
   int64_t hidden_size_;
+  nn::ModelParallel parallel_;
   std::shared_ptr<nn::Linear> ada_, linear_;
 };
 
 class DiT : public nn::Module {
  public:
   // Validates the config (D divisible by heads and by 4, I by p, ...) and initializes per §1.7,
-  // drawing from init_gen in construction order.
-  DiT(const DiTConfig& cfg, Generator& init_gen);
+  // drawing from init_gen in construction order. parallel: nullptr for the single-rank model;
+  // else its tp group must be set (sp may be null), tp * sp must divide num_heads, tp the MLP
+  // width, and the token count T must split over the residual token groups. Construction does not
+  // communicate.
+  DiT(const DiTConfig& cfg, Generator& init_gen, const nn::ModelParallel* parallel = nullptr);
 
   struct Output {
     Tensor out;       // [B, C_out, I, I]; the first C channels are eps (or velocity)
@@ -146,7 +177,9 @@ class DiT : public nn::Module {
   // x [B, C, I, I] floating (the model's dtype), t [B] floating (DDPM step index as float or RF t
   // in (0, 1), used as given), y [B] i32/i64 labels in [0, num_classes] (num_classes = null class,
   // when the table has it). label_dropout: generator for class dropout; nullptr, eval mode or
-  // class_dropout_prob == 0 mean no dropout.
+  // class_dropout_prob == 0 mean no dropout. When parallel, every rank of a tp x sp replica passes
+  // the same x, t, y and label_dropout state and gets the same whole output; its collectives
+  // (and those of backward) must be run by all of them together.
   Output forward(const Tensor& x, const Tensor& t, const Tensor& y,
                  Generator* label_dropout = nullptr) const;
 
@@ -170,9 +203,12 @@ class DiT : public nn::Module {
   const std::vector<std::shared_ptr<DiTBlock>>& blocks() const { return blocks_; }
   FinalLayer& final_layer() const { return *final_layer_; }
   const Tensor& pos_embed() const { return pos_embed_; }  // [1, T, D] buffer
+  bool is_parallel() const { return parallel_.tp != nullptr; }
+  const nn::ModelParallel& parallel() const { return parallel_; }
 
  private:
   DiTConfig cfg_;
+  nn::ModelParallel parallel_;
   std::shared_ptr<PatchEmbed> x_embedder_;
   std::shared_ptr<TimestepEmbedder> t_embedder_;
   std::shared_ptr<LabelEmbedder> y_embedder_;

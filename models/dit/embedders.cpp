@@ -21,7 +21,7 @@ Tensor timestep_frequency_embedding(const Tensor& t, int64_t dim, double max_per
   // Same association as the reference, -(ln P) * k / half, so f64 runs agree to the last bit.
   for (int64_t k = 0; k < half; ++k)
     freqs[size_t(k)] = std::exp(-std::log(max_period) * double(k) / double(half));
-  const Tensor args = t.unsqueeze(1) * from_vector(freqs, {1, half}, t.dtype());
+  const Tensor args = t.unsqueeze(1) * from_vector(freqs, {1, half}, t.dtype()).to(t.device());
   return cat({cos(args), sin(args)}, 1);
 }
 
@@ -124,7 +124,7 @@ LabelEmbedder::LabelEmbedder(const LabelEmbedderConfig& config, Generator& gen) 
 Tensor LabelEmbedder::drop_labels(const Tensor& y, Generator& dropout) const {
   LOOM_CHECK(has_null_class(),
              "[DiT] label dropout needs a null class, i.e. class_dropout_prob > 0");
-  const Tensor drop = bernoulli(y.shape(), config_.dropout_prob, dropout);
+  const Tensor drop = bernoulli(y.shape(), config_.dropout_prob, dropout).to(y.device());
   return where(drop, full_like(y, double(null_class())), y);
 }
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/index.h"
@@ -92,6 +93,8 @@ ExpertDispatch sort_by_expert(const Tensor& topk_idx, int64_t n_experts) {
     order[pos] = p;
     token[pos] = p / k;
   }
+  d.order = d.order.to(topk_idx.device());
+  d.token = d.token.to(topk_idx.device());
   return d;
 }
 
@@ -106,6 +109,7 @@ Tensor Router::forward(const Tensor& x) const {
   // Routing decisions are discontinuous in the logits, so they are taken in at least fp32 even
   // when the experts run in a lower precision.
   const DType t = router_dtype(x.dtype());
+  AutocastGuard keep(t);  // autocast would run this matmul in bf16
   return softmax(linear(x.to(t), weight_.to(t)), -1);
 }
 
@@ -187,16 +191,17 @@ MoELayer::Output MoELayer::forward(const Tensor& h) const {
   const Tensor weight_sorted = index_select(top.values.reshape({n * k}), 0, d.order).to(h.dtype());
   const Tensor y_sorted = experts_->forward(x_sorted, d.counts) * weight_sorted.unsqueeze(1);
   // The shared expert's output doubles as the accumulator of the routed contributions.
-  const Tensor base =
-      shared_ ? shared_->forward(x) : zeros({n, cfg_.d_model}, h.dtype(), h.device());
+  // Accumulated in the input's dtype (f32 under autocast, whose expert matmuls answer in bf16).
+  const Tensor base = shared_ ? shared_->forward(x).to(h.dtype())
+                              : zeros({n, cfg_.d_model}, h.dtype(), h.device());
 
   Output out;
-  out.y = index_add(base, 0, d.token, y_sorted).reshape(h.shape());
+  out.y = index_add(base, 0, d.token, y_sorted.to(h.dtype())).reshape(h.shape());
   if (is_training()) {
     std::vector<double> f(static_cast<size_t>(n_experts));
     for (int64_t e = 0; e < n_experts; ++e)
       f[size_t(e)] = double(n_experts) * double(d.counts[size_t(e)]) / double(n * k);
-    const Tensor load = from_vector(f, {n_experts}, probs.dtype());
+    const Tensor load = from_vector(f, {n_experts}, probs.dtype()).to(probs.device());
     out.aux_loss = sum(mean(probs, {0}) * load) * cfg_.aux_loss_coef;
   }
   out.expert_counts = from_vector(d.counts, {n_experts});

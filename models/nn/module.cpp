@@ -185,8 +185,7 @@ void Module::zero_grad() {
   }
 }
 
-Module& Module::to(DType dtype) {
-  LOOM_CHECK(is_floating(dtype), "[Module] to() needs a floating dtype, got ", dtype_name(dtype));
+void Module::rewrite_tensors(const std::function<Tensor(const Tensor&)>& convert) {
   std::vector<std::pair<std::string, Tensor>> params, buffers;
   collect("", &params, &buffers);
   params.insert(params.end(), buffers.begin(), buffers.end());
@@ -194,15 +193,26 @@ Module& Module::to(DType dtype) {
   NoGradGuard no_grad;
   for (const auto& [name, t] : params) {
     TensorImpl* impl = t.impl_ptr();
-    if (!is_floating(t.dtype()) || t.dtype() == dtype || !done.insert(impl).second) continue;
+    if (!done.insert(impl).second) continue;
+    const Tensor converted = convert(t);
+    if (converted.same(t)) continue;
     // Rewriting the impl (not swapping handles) is what keeps parameter identity.
-    const Tensor converted = t.to(dtype);
     impl->storage = converted.storage();
     impl->strides = converted.strides();
     impl->offset = converted.offset();
-    impl->dtype = dtype;
+    impl->dtype = converted.dtype();
     impl->grad.reset();
   }
+}
+
+Module& Module::to(DType dtype) {
+  LOOM_CHECK(is_floating(dtype), "[Module] to() needs a floating dtype, got ", dtype_name(dtype));
+  rewrite_tensors([dtype](const Tensor& t) { return is_floating(t.dtype()) ? t.to(dtype) : t; });
+  return *this;
+}
+
+Module& Module::to(Device device) {
+  rewrite_tensors([device](const Tensor& t) { return t.to(device); });
   return *this;
 }
 

@@ -10,6 +10,7 @@
 // load_state_dict copies values in place and to(dtype) rewrites the same TensorImpl, so an
 // optimizer holding parameters keeps working. Misuse throws loom::Error prefixed "[Module]".
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -98,10 +99,15 @@ class Module {
   // gets new storage (so tensors that shared storage no longer do); gradients are dropped. For fp64
   // gradient checks of whole modules; mixed precision does not use it (fp32 master weights).
   Module& to(DType dtype);
+  // Moves every parameter and buffer to `device` in place, the same way (identity kept, gradients
+  // dropped): build the model, move it, then build the optimizer.
+  Module& to(Device device);
 
  private:
   enum class Kind { parameter, buffer, module };
   void check_new_name(const std::string& name, const char* what) const;
+  // Replaces each distinct parameter/buffer's storage by that of convert(tensor), in place.
+  void rewrite_tensors(const std::function<Tensor(const Tensor&)>& convert);
   void add_child(const std::string& name, std::shared_ptr<Module> module);
   // Appends (prefix + name, tensor) for every parameter / buffer of the subtree, without dedup.
   void collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* params,

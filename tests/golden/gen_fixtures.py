@@ -316,6 +316,37 @@ def layer_norm_module(name):
         assert torch.allclose(ln(x), F.layer_norm(x, (D,), ln.weight, ln.bias, eps))
 
 
+# -- optimizers ------------------------------------------------------------------------------------
+
+@case
+def adamw_5_steps(name):
+    # torch.optim.AdamW (single-tensor path) in float32, as loom's AdamW computes: the initial
+    # parameters "param.<p>", each step's gradient "grad.<t>.<p>" and the parameters after it
+    # "after.<t>.<p>", and the final "exp_avg.<p>" / "exp_avg_sq.<p>". Checked by
+    # tests/optim/test_adamw_parity.cpp.
+    settings = {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.1,
+                "steps": 5}
+    shapes = {"w": (3, 4), "b": (4,), "e": (2, 3, 2)}
+    params = {p: randn(*shape).float().requires_grad_(True) for p, shape in shapes.items()}
+    tensors = [(f"param.{p}", t.detach().clone()) for p, t in params.items()]
+    opt = torch.optim.AdamW(params.values(), lr=settings["lr"],
+                            betas=(settings["beta1"], settings["beta2"]), eps=settings["eps"],
+                            weight_decay=settings["weight_decay"], foreach=False)
+    for t in range(settings["steps"]):
+        for p, param in params.items():
+            # Gradients of mixed magnitude, so eps and the bias corrections both matter.
+            param.grad = randn(*param.shape, scale=10.0 ** (t % 3 - 2)).float()
+            tensors.append((f"grad.{t}.{p}", param.grad.clone()))
+        opt.step()
+        tensors += [(f"after.{t}.{p}", param.detach().clone()) for p, param in params.items()]
+    for p, param in params.items():
+        tensors.append((f"exp_avg.{p}", opt.state[param]["exp_avg"]))
+        tensors.append((f"exp_avg_sq.{p}", opt.state[param]["exp_avg_sq"]))
+    meta = {"case": name, "generator": "tests/golden/gen_fixtures.py", "torch": torch.__version__}
+    meta.update({k: repr(v) for k, v in settings.items()})
+    write_safetensors(OUT_DIR / f"{name}.safetensors", tensors, meta)
+
+
 def record_renamed(name, inputs, forward, renamed, metadata=None):
     """record() with the stored names of some inputs replaced (Python identifiers cannot hold the
     dots of parameter paths such as "fc1.weight")."""

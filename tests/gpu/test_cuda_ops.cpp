@@ -251,6 +251,21 @@ TEST_F(Cuda, AttentionMatchesCpu) {
                    {q, k, v});
 }
 
+TEST_F(Cuda, RandomDrawsEqualTheHostGenerator) {
+  for (int64_t n : {1, 7, 4096, 100003}) {
+    Generator host(42, 3), dev(42, 3);
+    host.set_offset(5);
+    dev.set_offset(5);
+    const Tensor a = randn({n}, host), b = randn({n}, dev, DType::f32, kGpu);
+    EXPECT_EQ(host.offset(), dev.offset());
+    // Double-precision Box-Muller on both sides: equal after rounding to f32 (1 ulp allowed for
+    // the rare value where the libraries' log/cos round differently).
+    EXPECT_TRUE(allclose(b.to(Device::cpu()), a, 0, 2e-7)) << "n=" << n;
+    EXPECT_EQ(rand({n}, host).to_vector<float>(),
+              rand({n}, dev, DType::f32, kGpu).to(Device::cpu()).to_vector<float>());
+  }
+}
+
 // f64 finite differences with every op of the chain on the GPU.
 TEST_F(Cuda, GradcheckOnTheGpu) {
   const Fn chain = [](const std::vector<Tensor>& x) {

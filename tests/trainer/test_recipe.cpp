@@ -214,7 +214,7 @@ TEST_F(RecipeTest, UnknownKeysSuggestTheClosestAndListTheSection) {
                           "accepts: task, [model]"));
   // Nothing close: no guess, just the accepted keys.
   EXPECT_EQ(load_error("[parallel]\nwarp_size = 32\n"),
-            "R:2: parallel.warp_size: unknown key; [parallel] accepts: dp, tp, sp, ep");
+            "R:2: parallel.warp_size: unknown key; [parallel] accepts: dp, tp, sp, ep, bucket_mb");
   // A dotted key inside a section stays in that section.
   EXPECT_TRUE(starts_with(load_error("[data]\nhflip = true\nparallel.dp = 2\n"),
                           "R:3: data.parallel: unknown key; did you mean [parallel]? [data] "
@@ -238,7 +238,8 @@ TEST_F(RecipeTest, WrongTypesRangesAndChoices) {
   EXPECT_EQ(load_error("train = 5\n"),
             "R:1: train: is a section: expected a table, got integer 5; [train] accepts: steps, "
             "batch_size, grad_accum, seed, log_every, sample_every, checkpoint_every, "
-            "keep_checkpoints, ema_decay, grad_clip, threads, activation_checkpointing, "
+            "keep_checkpoints, ema_decay, grad_clip, threads, device, precision, allow_tf32, "
+            "activation_checkpointing, "
             "max_nonfinite_steps");
 
   EXPECT_EQ(load_error("[train]\nbatch_size = 0\n"),
@@ -311,7 +312,7 @@ TEST_F(RecipeTest, BadOverridesNameTheOverride) {
                           "you mean train.steps? [train] accepts: steps,"));
   EXPECT_EQ(err("parallel.pp=2"),
             "--set parallel.pp=2: parallel.pp: unknown key; did you mean parallel.dp? "
-            "[parallel] accepts: dp, tp, sp, ep");
+            "[parallel] accepts: dp, tp, sp, ep, bucket_mb");
   EXPECT_EQ(err("train.steps=abc"),
             "--set train.steps=abc: train.steps: expected integer, got 'abc'");
   EXPECT_EQ(err("train.steps=\"5\""),

@@ -113,6 +113,16 @@ std::vector<KeySpec> make_schema() {
              "Clip the global gradient norm to this value; 0 disables."),
       integer("train.threads", "0", 0, 4096,
               "CPU threads per rank; 0 = LOOM_NUM_THREADS or all cores."),
+      string("train.device", "cpu", {"cpu", "cuda"},
+             "Where the model trains: the CPU, or CUDA (the GPU of the rank's local index under "
+             "mpirun, else GPU 0)."),
+      string("train.precision", "bf16", {"f32", "bf16"},
+             "Compute precision on CUDA: bf16 autocast (f32 master weights, gradients and "
+             "optimizer state; matmuls and attention in bf16) or f32 throughout. The CPU always "
+             "computes in f32."),
+      boolean("train.allow_tf32", "false",
+              "Let f32 matmuls on CUDA use TF32 tensor cores (faster, about 1e-3 relative "
+              "error)."),
       boolean("train.activation_checkpointing", "false",
               "Recompute each block's activations in the backward pass instead of keeping them "
               "(less memory, about a third more compute)."),
@@ -192,11 +202,19 @@ std::vector<KeySpec> make_schema() {
       integer("parallel.dp", "1", 1, 65536,
               "Data-parallel replicas; dp * tp * sp must equal the number of ranks."),
       integer("parallel.tp", "1", 1, 1024,
-              "Tensor-parallel ranks splitting attention heads and MLP widths."),
-      integer("parallel.sp", "1", 1, 1024, "Sequence-parallel ranks splitting the tokens."),
+              "Tensor-parallel ranks splitting attention heads and MLP widths (not yet wired "
+              "into the trainer: must be 1)."),
+      integer("parallel.sp", "1", 1, 1024,
+              "Sequence-parallel ranks splitting the tokens (not yet wired into the trainer: "
+              "must be 1)."),
       integer("parallel.ep", "1", 1, 65536,
               "Expert-parallel ranks (a split of the dp ranks) sharing out the routed experts; "
-              "divides parallel.dp and model.num_experts."),
+              "divides parallel.dp and model.num_experts (not yet wired into the trainer: must "
+              "be 1)."),
+      number("parallel.bucket_mb", "25.0", 1e-6, 1e6,
+             "Size in MiB of the gradient buckets that data parallelism averages over the dp "
+             "ranks while backward is still running (a bucket's all-reduce starts as soon as its "
+             "last gradient is ready); PyTorch DDP's default is 25."),
   };
 }
 

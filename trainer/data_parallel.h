@@ -1,0 +1,101 @@
+#pragma once
+// DataParallel: what a training loop does differently when it runs as several data-parallel ranks
+// (docs/PARALLEL.md). With one process it is the same code over a LocalCommunicator, so the
+// single-rank path is not a separate branch.
+//
+// Construction validates the recipe's layout (parallel_plan.h, before any communication), then
+// builds the world communicator (MPI under mpirun) and the ParallelGrid. It is collective.
+//
+// Roles. World rank 0 is the root: it alone writes the run directory, metrics, sample grids,
+// checkpoints and console lines (log() gives the other ranks a stream that drops everything).
+// Every rank computes the same steps and holds the same weights, EMA and optimizer state.
+//
+// Batches. train.batch_size is the global batch of one optimizer step, cut into grad_accum
+// micro-batches of batch_size / grad_accum rows; dp rank r takes rows [r * n, (r + 1) * n) of
+// each (n = micro_batch()), which is what the DataLoader's sharding yields with loader_config().
+// A step's random draws are made for the whole global batch, identically on every rank, and
+// local_rows(step_tensor, m) picks this rank's rows of micro-batch m (row m * batch_size /
+// grad_accum + r * n onwards). So every example meets the same data, noise, timesteps and label
+// dropout for any dp and grad_accum, and the per-step losses equal the one-rank run's up to the
+// order of floating-point sums.
+//
+// Gradients. reduce_gradients(params) builds a parallel::DpReducer over the dp group (buckets of
+// parallel.bucket_mb), which averages gradients over the ranks while backward runs.
+// begin_micro_batch(m) before micro-batch m's backward turns the reduction off for all but the
+// last micro-batch of the step (accumulation stays local); finish_gradients() after the last
+// backward waits for every bucket, after which each parameter's .grad is the gradient of the
+// global batch's mean loss on every rank: clip and step after it.
+//
+// Agreement. check_same_job refuses to start when ranks were given different recipes, options or
+// parameter layouts; broadcast_from_root makes the initial weights rank 0's; average() and
+// sum() reduce the logged scalars so every rank sees the same numbers (and takes the same
+// decisions, e.g. skipping a non-finite step); any_rank() agrees on a stop request.
+//
+// Every method that communicates is collective: all ranks call it in the same order.
+#include <memory>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/loader.h"
+#include "parallel/dp_reducer.h"
+#include "parallel/grid.h"
+#include "trainer/parallel_plan.h"
+#include "trainer/run_dir.h"
+
+namespace loom::trainer {
+
+class DataParallel {
+ public:
+  DataParallel(const Recipe& recipe, const ModelSplits& model);
+
+  const ParallelPlan& plan() const { return plan_; }
+  int rank() const { return grid_->dp()->rank(); }  // dp rank
+  int size() const { return grid_->dp()->size(); }  // dp size
+  bool is_root() const { return grid_->world()->rank() == 0; }
+  // out on the root; elsewhere a stream that writes nothing.
+  std::ostream& log(std::ostream& out);
+  // The stream for the redrawn progress bar: out in a single process, nothing under a launcher,
+  // whose output forwarding makes stdout look like a terminal even when it goes to a file.
+  std::ostream& progress(std::ostream& out);
+  // One line for the run header: "dp 2 over 2 ranks (mpi), 4 examples per rank x 1 micro-batch".
+  std::string describe() const;
+
+  // base with this rank's share: batch_size = micro_batch(), rank and world_size from dp.
+  data::LoaderConfig loader_config(data::LoaderConfig base) const;
+  // Rows of step_tensor [batch_size, ...] that belong to this rank's micro-batch `micro`,
+  // contiguous.
+  Tensor local_rows(const Tensor& step_tensor, int64_t micro) const;
+
+  // Throws on every rank (naming the differing rank) unless all ranks have the same resolved
+  // recipe, run options and parameter names, shapes and dtypes.
+  void check_same_job(const Recipe& recipe, const TrainOptions& options,
+                      const std::vector<std::pair<std::string, Tensor>>& params) const;
+  // Overwrites every tensor with dp rank 0's values.
+  void broadcast_from_root(const std::vector<Tensor>& tensors) const;
+
+  // Attaches the gradient reducer to params (collective over dp).
+  void reduce_gradients(const std::vector<std::pair<std::string, Tensor>>& params);
+  void begin_micro_batch(int64_t micro);
+  void finish_gradients();
+  int64_t num_buckets() const;
+
+  // Element-wise mean / sum over the dp ranks.
+  std::vector<double> average(const std::vector<double>& values) const;
+  std::vector<double> sum(const std::vector<double>& values) const;
+  // True on every rank when flag is true on any rank of the world.
+  bool any_rank(bool flag) const;
+  // Waits until every rank of the world arrives (after the root wrote a checkpoint).
+  void barrier() const;
+
+ private:
+  std::vector<double> reduce(const std::vector<double>& values, parallel::ReduceOp op) const;
+
+  ParallelPlan plan_;
+  std::unique_ptr<parallel::ParallelGrid> grid_;
+  std::unique_ptr<parallel::DpReducer> reducer_;
+  std::ostream null_{nullptr};
+};
+
+}  // namespace loom::trainer
