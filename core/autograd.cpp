@@ -3,6 +3,7 @@
 #include <unordered_map>
 
 #include "core/ops/elementwise.h"
+#include "core/profiler.h"
 
 namespace loom {
 
@@ -28,7 +29,7 @@ std::vector<Tensor> apply_op(const std::shared_ptr<Op>& op, const std::vector<Te
   std::vector<Tensor> outputs;
   {
     NoGradGuard guard;
-    outputs = op->forward(inputs);
+    profiler::timed(op->name(), "forward", [&] { outputs = op->forward(inputs); });
   }
   if (!needs_graph) return outputs;
 
@@ -161,7 +162,9 @@ void run_backward(const Tensor& root, const Tensor& seed_in, bool retain_graph) 
       if (!grads[i].defined())
         grads[i] = zeros(n->output_shapes[i], n->output_dtypes[i], n->output_devices[i]);
     }
-    std::vector<Tensor> in_grads = n->op->backward(n->saved, grads);
+    std::vector<Tensor> in_grads;
+    profiler::timed(n->op->name(), "backward",
+                    [&] { in_grads = n->op->backward(n->saved, grads); });
     LOOM_ASSERT(in_grads.size() == n->next.size(), "op ", n->op->name(), " returned ",
                 in_grads.size(), " gradients for ", n->next.size(), " inputs");
     for (size_t i = 0; i < n->next.size(); ++i) {

@@ -135,8 +135,26 @@ struct LogicalAnd {
   LOOM_HD static bool f(T a, T b) { return a && b; }
 };
 
+// Fused activation gradients: f(x, g) = g * activation'(x), one pass instead of the composite.
+struct GeluTanhGrad {
+  template <class T>
+  LOOM_HD static T f(T x, T g) {
+    const T k0 = T(GeluTanh::k0), k1 = T(GeluTanh::k1);
+    const T th = std::tanh(k0 * (x + k1 * x * x * x));
+    return g * (T(0.5) * (T(1) + th) +
+                T(0.5) * x * (T(1) - th * th) * k0 * (T(1) + T(3) * k1 * x * x));
+  }
+};
+struct SiluGrad {
+  template <class T>
+  LOOM_HD static T f(T x, T g) {
+    const T s = T(1) / (T(1) + std::exp(-x));
+    return g * s * (T(1) + x * (T(1) - s));
+  }
+};
+
 #define LOOM_BINARY_FNS(X) \
   X(Add) X(Sub) X(Mul) X(Div) X(Pow) X(Maximum) X(Minimum) X(Eq) X(Ne) X(Lt) X(Le) X(Gt) X(Ge) \
-  X(LogicalAnd)
+  X(LogicalAnd) X(GeluTanhGrad) X(SiluGrad)
 
 }  // namespace loom::kernels::fn

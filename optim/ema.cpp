@@ -42,11 +42,4 @@ void Ema::update() {
   }
 }
 
-void Ema::copy_to(const std::vector<Tensor>& targets) const {
-  LOOM_CHECK(targets.size() == averages_.size(), "[ema] ", targets.size(), " targets for ",
-             averages_.size(), " averages");
-  NoGradGuard guard;
-  for (size_t i = 0; i < targets.size(); ++i) copy_into(targets[i], averages_[i]);
-}
-
 }  // namespace loom::optim

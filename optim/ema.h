@@ -25,8 +25,6 @@ class Ema {
   // The averaged tensors, one per parameter (same shapes, f32).
   const std::vector<Tensor>& averages() const { return averages_; }
   double decay() const { return decay_; }
-  // Copies the averages into `targets` (e.g. a second model used for sampling), in order.
-  void copy_to(const std::vector<Tensor>& targets) const;
 
  private:
   std::vector<Tensor> params_;

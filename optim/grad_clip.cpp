@@ -21,7 +21,10 @@ double grad_norm(const std::vector<Tensor>& params) {
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  const double norm = grad_norm(params);
+  return clip_grads_to(params, grad_norm(params), max_norm);
+}
+
+double clip_grads_to(const std::vector<Tensor>& params, double norm, double max_norm) {
   if (max_norm <= 0 || !std::isfinite(norm) || norm <= max_norm) return norm;
   NoGradGuard guard;
   const double scale = max_norm / (norm + 1e-6);

@@ -12,5 +12,9 @@ namespace loom::optim {
 double grad_norm(const std::vector<Tensor>& params);
 // Clips when max_norm > 0 and returns the norm before clipping (NaN/Inf pass through unclipped).
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// The same with the global norm computed by the caller (under tensor parallelism
+// nn::sharded_grad_norm, which counts every element of the whole model once): scales the
+// gradients when max_norm > 0 and norm is finite and above max_norm. Returns norm.
+double clip_grads_to(const std::vector<Tensor>& params, double norm, double max_norm);
 
 }  // namespace loom::optim

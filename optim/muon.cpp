@@ -154,17 +154,25 @@ void Muon::step() {
     float* pd = p.data<float>();
     for (int64_t k = 0; k < n; ++k) pd[k] *= decay;
 
-    const MuonMatrices L = muon_matrices(p.shape());
-    const Tensor stack = u.view({L.count, L.rows, L.cols});
+    // Orthogonalized per matrix of the whole parameter (gathered when this rank holds a slice).
+    const MuonSplit* split = split_of(i);
+    const Tensor whole = split ? split->gather(u) : u;
+    const MuonMatrices L = muon_matrices(whole.shape());
+    const Tensor stack = whole.contiguous().view({L.count, L.rows, L.cols});
+    Tensor o = empty({L.count, L.rows, L.cols});
+    for (int64_t j = 0; j < L.count; ++j)
+      copy_into(o.select(0, j), newton_schulz(stack.select(0, j), config_.ns_steps));
+    if (split) o = split->slice(o.view(whole.shape())).contiguous();
     const float step = float(lr_ * muon_scale_factor(config_.scale, L.rows, L.cols));
-    const int64_t per = L.rows * L.cols;
-    for (int64_t j = 0; j < L.count; ++j) {
-      const Tensor o = newton_schulz(stack.select(0, j), config_.ns_steps);
-      const float* od = o.data<float>();
-      float* pj = pd + j * per;
-      for (int64_t k = 0; k < per; ++k) pj[k] -= step * od[k];
-    }
+    const float* od = o.data<float>();
+    for (int64_t k = 0; k < n; ++k) pd[k] -= step * od[k];
   }
+}
+
+const MuonSplit* Muon::split_of(size_t i) const {
+  if (!config_.splits) return nullptr;
+  const auto it = config_.splits->find(params_[i].name());
+  return it == config_.splits->end() ? nullptr : &it->second;
 }
 
 }  // namespace loom::optim

@@ -27,7 +27,20 @@
 // State: one momentum buffer per parameter, f32 and shaped like it, undefined until the
 // parameter's first step; exposed for checkpoints. The step count is not needed (no bias
 // correction).
+//
+// Split matrices (tensor parallelism, docs/PARALLEL.md): a parameter may hold only this rank's
+// slice of a larger matrix. NS5 of a slice is not the slice of NS5 of the matrix, so for a
+// parameter listed in MuonConfig::splits (by Tensor::name) step() gathers u to the whole matrix,
+// orthogonalizes and scales it as the whole (the single-rank arithmetic, repeated on every rank of
+// the split's group) and applies this rank's slice of the result; momentum and weight decay stay
+// on the slice. gather is collective over the split's group, so every rank of that group must step
+// the same split parameters in the same order: the ranks of a tensor-parallel group do (their
+// slices have equal shapes, so a ShardedOptimizer gives them the same plan, and whole units keep
+// their parameter's name).
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -60,6 +73,14 @@ int64_t newton_schulz_flops(int64_t rows, int64_t cols, int64_t steps);
 // tensor. Throws for a tensor that is not 2-D or steps < 0.
 Tensor newton_schulz(const Tensor& g, int64_t steps = 5);
 
+// How a parameter that holds a slice of a matrix relates to the whole (see above).
+struct MuonSplit {
+  std::function<Tensor(const Tensor&)> gather;  // this rank's slice -> the whole (collective)
+  std::function<Tensor(const Tensor&)> slice;   // the whole -> this rank's slice
+};
+// Split parameters by name; a parameter not listed is a whole matrix.
+using MuonSplits = std::map<std::string, MuonSplit>;
+
 struct MuonConfig {
   double lr = 0.02;
   double momentum = 0.95;
@@ -67,6 +88,7 @@ struct MuonConfig {
   double weight_decay = 0;
   int64_t ns_steps = 5;
   MuonScale scale = MuonScale::rows_cols;
+  std::shared_ptr<const MuonSplits> splits = nullptr;  // null: every parameter is whole
 };
 
 class Muon final : public Optimizer {
@@ -90,6 +112,9 @@ class Muon final : public Optimizer {
   void set_momentum_buffer(size_t i, const Tensor& buffer);
 
  private:
+  // Parameter i's entry in config_.splits, or nullptr for a whole matrix.
+  const MuonSplit* split_of(size_t i) const;
+
   MuonConfig config_;
   std::vector<Tensor> buffers_;
 };

@@ -36,7 +36,8 @@ std::unique_ptr<Optimizer> make_optimizer(const ParamGroupSpec& s, std::vector<T
                                                                 .momentum = s.momentum,
                                                                 .nesterov = s.nesterov,
                                                                 .weight_decay = s.weight_decay,
-                                                                .scale = s.muon_scale});
+                                                                .scale = s.muon_scale,
+                                                                .splits = s.muon_splits});
   }
   if (s.optimizer == "sgd") {
     return std::make_unique<Sgd>(std::move(params), SgdConfig{.lr = s.lr,

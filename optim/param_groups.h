@@ -46,6 +46,8 @@ struct ParamGroupSpec {
   double momentum = 0.95;                         // muon, sgd
   bool nesterov = true;                           // muon, sgd
   MuonScale muon_scale = MuonScale::rows_cols;    // muon
+  // muon: parameters that hold slices of split matrices (tensor parallelism, muon.h)
+  std::shared_ptr<const MuonSplits> muon_splits = nullptr;
 };
 
 // The optimizer a group spec names ("adamw", "muon", "sgd") over `params`; with a non-null dp, a

@@ -8,10 +8,6 @@ namespace loom::optim {
 
 namespace {
 
-std::string key_of(const std::string& kind, const std::string& name) {
-  return kind + "." + name;
-}
-
 void check_names(const Optimizer& opt, const std::vector<std::string>& names) {
   LOOM_CHECK(names.size() == opt.params().size(), "[optim] ", names.size(),
              " names for the state of ", opt.params().size(), " parameters");
@@ -19,14 +15,18 @@ void check_names(const Optimizer& opt, const std::vector<std::string>& names) {
 
 }  // namespace
 
+std::string state_key(const std::string& kind, const std::string& name) {
+  return kind + "." + name;
+}
+
 StateDict state_dict(const Optimizer& opt, const std::vector<std::string>& names) {
   check_names(opt, names);
   StateDict out;
   const std::vector<ParamState> state = opt.state();
   for (size_t i = 0; i < names.size(); ++i) {
     for (const auto& [kind, t] : state[i].tensors)
-      out.tensors.emplace_back(key_of(kind, names[i]), t);
-    for (const auto& [kind, n] : state[i].counters) out.counters[key_of(kind, names[i])] = n;
+      out.tensors.emplace_back(state_key(kind, names[i]), t);
+    for (const auto& [kind, n] : state[i].counters) out.counters[state_key(kind, names[i])] = n;
   }
   return out;
 }
@@ -39,7 +39,7 @@ void load_state_dict(Optimizer& opt, const std::vector<std::string>& names, cons
     const StateKinds kinds = opt.state_kinds(i);
     const Tensor& param = opt.params()[i];
     for (const std::string& kind : kinds.tensors) {
-      const auto it = tensors.find(key_of(kind, names[i]));
+      const auto it = tensors.find(state_key(kind, names[i]));
       if (it == tensors.end()) continue;
       LOOM_CHECK(it->second.shape() == param.shape(), "[optim] checkpoint entry '", it->first,
                  "' has shape ", shape_str(it->second.shape()), ", its parameter ",
@@ -47,7 +47,7 @@ void load_state_dict(Optimizer& opt, const std::vector<std::string>& names, cons
       state[i].tensors[kind] = it->second;
     }
     for (const std::string& kind : kinds.counters) {
-      const auto it = in.counters.find(key_of(kind, names[i]));
+      const auto it = in.counters.find(state_key(kind, names[i]));
       state[i].counters[kind] = it == in.counters.end() ? 0 : it->second;
     }
   }

@@ -35,12 +35,15 @@ struct StateKinds {
   std::vector<std::string> counters;
 };
 
-// Checkpoint form: entries keyed "<kind>.<parameter name>", shaped like CheckpointContents'
-// optimizer tensors and counters.
+// Checkpoint form: entries keyed "<kind>.<parameter name>" (state_key), shaped like
+// CheckpointContents' optimizer tensors and counters.
 struct StateDict {
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::map<std::string, int64_t> counters;
 };
+
+// The checkpoint key of parameter `name`'s state of kind `kind`: "<kind>.<name>".
+std::string state_key(const std::string& kind, const std::string& name);
 
 // The whole state of `opt` under checkpoint keys; names[i] names opt.params()[i]. Collective when
 // opt is (or contains) a sharded optimizer: every rank of its group calls it, and every rank gets

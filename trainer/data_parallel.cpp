@@ -26,6 +26,12 @@ DataParallel::DataParallel(const Recipe& recipe, const ModelSplits& model)
   LOOM_CHECK(world->size() == parallel::launched_world_size(), "[train] MPI reports ",
              world->size(), " ranks but the launcher announced ", parallel::launched_world_size());
   grid_ = std::make_unique<parallel::ParallelGrid>(std::move(world), plan_.grid);
+  if (plan_.grid.tp * plan_.grid.sp > 1)
+    model_parallel_ = nn::ModelParallel::from_grid(*grid_, plan_.sequence_parallel);
+}
+
+std::shared_ptr<parallel::Communicator> DataParallel::optimizer_group() const {
+  return plan_.shard_optimizer_state && size() > 1 ? grid_->dp() : nullptr;
 }
 
 std::ostream& DataParallel::log(std::ostream& out) {
@@ -38,10 +44,13 @@ std::ostream& DataParallel::progress(std::ostream& out) {
 
 std::string DataParallel::describe() const {
   std::ostringstream os;
-  os << "dp " << size() << " over " << grid_->world()->size() << " rank"
-     << (grid_->world()->size() > 1 ? "s" : "") << " (" << grid_->world()->backend() << "), "
-     << plan_.micro_batch << " examples per rank x " << plan_.grad_accum << " micro-batch"
-     << (plan_.grad_accum > 1 ? "es" : "") << " per step";
+  os << "dp " << size();
+  if (plan_.grid.tp > 1) os << " x tp " << plan_.grid.tp;
+  if (plan_.grid.sp > 1) os << " x sp " << plan_.grid.sp;
+  if (plan_.sequence_parallel && plan_.grid.tp > 1) os << " (sequence parallel)";
+  os << " over " << grid_->world()->size() << " rank" << (grid_->world()->size() > 1 ? "s" : "")
+     << " (" << grid_->world()->backend() << "), " << plan_.micro_batch << " examples per rank x "
+     << plan_.grad_accum << " micro-batch" << (plan_.grad_accum > 1 ? "es" : "") << " per step";
   if (reducer_) os << ", " << num_buckets() << " gradient bucket" << (num_buckets() > 1 ? "s" : "");
   return os.str();
 }
@@ -78,15 +87,18 @@ void DataParallel::broadcast_from_root(const std::vector<Tensor>& tensors) const
 }
 
 void DataParallel::reduce_gradients(const std::vector<std::pair<std::string, Tensor>>& params) {
+  // One replica has nothing to average (and its gradients may live on a GPU the host backends
+  // cannot read): no reducer then.
+  if (grid_->dp()->size() == 1) return;
   reducer_ = std::make_unique<parallel::DpReducer>(params, grid_->dp(), plan_.bucket_bytes);
 }
 
 void DataParallel::begin_micro_batch(int64_t micro) {
-  reducer_->set_sync(micro == plan_.grad_accum - 1);
+  if (reducer_) reducer_->set_sync(micro == plan_.grad_accum - 1);
 }
 
 void DataParallel::finish_gradients() {
-  reducer_->finish();
+  if (reducer_) reducer_->finish();
 }
 
 int64_t DataParallel::num_buckets() const {
@@ -107,6 +119,13 @@ std::vector<double> DataParallel::average(const std::vector<double>& values) con
 
 std::vector<double> DataParallel::sum(const std::vector<double>& values) const {
   return reduce(values, parallel::ReduceOp::sum);
+}
+
+std::vector<double> DataParallel::all_ranks(double value) const {
+  const Tensor mine = full({1}, value, DType::f64);
+  const Tensor all = empty({int64_t(grid_->world()->size())}, DType::f64);
+  grid_->world()->all_gather(mine, all);
+  return all.to_vector<double>();
 }
 
 bool DataParallel::any_rank(bool flag) const {

@@ -1,6 +1,7 @@
 #pragma once
-// DataParallel: what a training loop does differently when it runs as several data-parallel ranks
-// (docs/PARALLEL.md). With one process it is the same code over a LocalCommunicator, so the
+// DataParallel: what a training loop does differently when it runs as several ranks
+// (docs/PARALLEL.md): data-parallel replicas, each possibly split over tensor- and
+// sequence-parallel ranks. With one process it is the same code over a LocalCommunicator, so the
 // single-rank path is not a separate branch.
 //
 // Construction validates the recipe's layout (parallel_plan.h, before any communication), then
@@ -8,7 +9,14 @@
 //
 // Roles. World rank 0 is the root: it alone writes the run directory, metrics, sample grids,
 // checkpoints and console lines (log() gives the other ranks a stream that drops everything).
-// Every rank computes the same steps and holds the same weights, EMA and optimizer state.
+// Every replica computes the same steps; the ranks of one replica hold their slices of its
+// weights, EMA and optimizer state (model_parallel()), and with optim.shard_state the dp ranks
+// divide the optimizer state among themselves (optimizer_group()).
+//
+// Model parallelism. model_parallel() is the ModelParallel of this rank's tp and sp groups when
+// parallel.tp * parallel.sp > 1 (build the model with it), else nullptr. The ranks of a tp x sp
+// replica share a dp rank, so everything below that is sharded by dp rank (data, draws) is the
+// same on all of them, as the tensor- and sequence-parallel layers require.
 //
 // Batches. train.batch_size is the global batch of one optimizer step, cut into grad_accum
 // micro-batches of batch_size / grad_accum rows; dp rank r takes rows [r * n, (r + 1) * n) of
@@ -27,18 +35,21 @@
 // global batch's mean loss on every rank: clip and step after it.
 //
 // Agreement. check_same_job refuses to start when ranks were given different recipes, options or
-// parameter layouts; broadcast_from_root makes the initial weights rank 0's; average() and
-// sum() reduce the logged scalars so every rank sees the same numbers (and takes the same
-// decisions, e.g. skipping a non-finite step); any_rank() agrees on a stop request.
+// parameter layouts; broadcast_from_root makes the initial weights dp rank 0's (over dp only: tp
+// peers hold different slices); average() and sum() reduce the logged scalars over dp so every
+// rank sees the same numbers; world() is the group for decisions every rank must share (skipping a
+// non-finite step: optim::all_finite over it); any_rank() agrees on a stop request.
 //
 // Every method that communicates is collective: all ranks call it in the same order.
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "data/loader.h"
+#include "models/nn/model_parallel.h"
 #include "parallel/dp_reducer.h"
 #include "parallel/grid.h"
 #include "trainer/parallel_plan.h"
@@ -54,12 +65,21 @@ class DataParallel {
   int rank() const { return grid_->dp()->rank(); }  // dp rank
   int size() const { return grid_->dp()->size(); }  // dp size
   bool is_root() const { return grid_->world()->rank() == 0; }
+  // The tp and sp groups to build the model with; nullptr when tp * sp == 1.
+  const nn::ModelParallel* model_parallel() const {
+    return model_parallel_ ? &*model_parallel_ : nullptr;
+  }
+  // The group a sharded optimizer divides its state over (optim.shard_state with dp > 1), else
+  // nullptr.
+  std::shared_ptr<parallel::Communicator> optimizer_group() const;
+  parallel::Communicator& world() const { return *grid_->world(); }
   // out on the root; elsewhere a stream that writes nothing.
   std::ostream& log(std::ostream& out);
   // The stream for the redrawn progress bar: out in a single process, nothing under a launcher,
   // whose output forwarding makes stdout look like a terminal even when it goes to a file.
   std::ostream& progress(std::ostream& out);
-  // One line for the run header: "dp 2 over 2 ranks (mpi), 4 examples per rank x 1 micro-batch".
+  // One line for the run header: "dp 2 x tp 2 over 4 ranks (mpi), 4 examples per rank x 1
+  // micro-batch per step, 1 gradient bucket".
   std::string describe() const;
 
   // base with this rank's share: batch_size = micro_batch(), rank and world_size from dp.
@@ -84,6 +104,8 @@ class DataParallel {
   // Element-wise mean / sum over the dp ranks.
   std::vector<double> average(const std::vector<double>& values) const;
   std::vector<double> sum(const std::vector<double>& values) const;
+  // value of every world rank, by rank.
+  std::vector<double> all_ranks(double value) const;
   // True on every rank when flag is true on any rank of the world.
   bool any_rank(bool flag) const;
   // Waits until every rank of the world arrives (after the root wrote a checkpoint).
@@ -94,6 +116,7 @@ class DataParallel {
 
   ParallelPlan plan_;
   std::unique_ptr<parallel::ParallelGrid> grid_;
+  std::optional<nn::ModelParallel> model_parallel_;
   std::unique_ptr<parallel::DpReducer> reducer_;
   std::ostream null_{nullptr};
 };

@@ -4,9 +4,7 @@
 #include "data/fashion_mnist.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/runtime.h"
-#include "optim/adamw.h"
 #include "optim/param_groups.h"
-#include "optim/sgd.h"
 #include "parallel/communicator.h"
 
 namespace loom::trainer {
@@ -130,33 +128,35 @@ std::vector<optim::ParamGroupSpec> param_groups_from_recipe(const Recipe& r) {
   return {muon, adamw};
 }
 
-std::unique_ptr<optim::Optimizer> optimizer_from_recipe(const Recipe& r,
-                                                        std::vector<Tensor> params) {
+std::unique_ptr<optim::Optimizer> optimizer_from_recipe(const Recipe& r, std::vector<Tensor> params,
+                                                        const OptimizerLayout& layout) {
   const std::string name = r.get_string("optim.name");
   if (name == "muon") {
     const double base_lr = r.get_double("optim.lr");
     r.check(base_lr > 0, "optim.lr",
             "must be > 0 with muon: the schedule's rate over optim.lr scales every group");
     std::vector<optim::ParamGroupSpec> groups = param_groups_from_recipe(r);
+    groups[0].muon_splits = layout.muon_splits;
     try {
-      return std::make_unique<optim::MultiOptimizer>(std::move(params), std::move(groups), base_lr);
+      return std::make_unique<optim::MultiOptimizer>(std::move(params), std::move(groups), base_lr,
+                                                     layout.shard_over);
     } catch (const Error& e) {
       // Group errors are almost always about the patterns, so point the recipe author there.
       r.check(false, "optim.muon_patterns", e.what());
     }
   }
-  if (name == "sgd") {
-    return std::make_unique<optim::Sgd>(
-        std::move(params), optim::SgdConfig{.lr = r.get_double("optim.lr"),
-                                            .momentum = r.get_double("optim.momentum"),
-                                            .weight_decay = r.get_double("optim.weight_decay")});
-  }
-  return std::make_unique<optim::AdamW>(
-      std::move(params), optim::AdamWConfig{.lr = r.get_double("optim.lr"),
-                                            .beta1 = r.get_double("optim.beta1"),
-                                            .beta2 = r.get_double("optim.beta2"),
-                                            .eps = r.get_double("optim.eps"),
-                                            .weight_decay = r.get_double("optim.weight_decay")});
+  // One group of every parameter: make_group_optimizer shards it when asked to.
+  const optim::ParamGroupSpec all{.name = name,
+                                  .patterns = {},
+                                  .optimizer = name,
+                                  .lr = r.get_double("optim.lr"),
+                                  .weight_decay = r.get_double("optim.weight_decay"),
+                                  .beta1 = r.get_double("optim.beta1"),
+                                  .beta2 = r.get_double("optim.beta2"),
+                                  .eps = r.get_double("optim.eps"),
+                                  .momentum = r.get_double("optim.momentum"),
+                                  .nesterov = false};
+  return optim::make_group_optimizer(all, std::move(params), layout.shard_over);
 }
 
 optim::ScheduleConfig schedule_from_recipe(const Recipe& r) {

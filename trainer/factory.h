@@ -10,6 +10,7 @@
 #include "optim/optimizer.h"
 #include "optim/param_groups.h"
 #include "optim/schedule.h"
+#include "parallel/communicator.h"
 #include "trainer/recipe/recipe.h"
 #include "trainer/sampling.h"
 
@@ -25,11 +26,24 @@ std::shared_ptr<data::Dataset> dataset_from_recipe(const Recipe& recipe, bool tr
 void check_data_matches_model(const Recipe& recipe, const data::Dataset& dataset,
                               int64_t in_channels, int64_t input_size, int64_t num_classes);
 
+// How the optimizer is spread over the ranks (docs/PARALLEL.md).
+struct OptimizerLayout {
+  // optim.shard_state: the dp group the state is sharded over (DataParallel::optimizer_group);
+  // null: every rank keeps all of it.
+  std::shared_ptr<parallel::Communicator> shard_over = nullptr;
+  // Tensor-parallel parameters, which Muon orthogonalizes whole (ParamShards::muon_splits); null:
+  // none.
+  std::shared_ptr<const optim::MuonSplits> muon_splits = nullptr;
+};
+
 // optim.name = "muon" gives an optim::MultiOptimizer with two groups: "muon" (the parameters
 // matched by optim.muon_patterns; they are matched by Tensor::name, so params must be named) and
-// "adamw" (all the others). The other names give one AdamW or SGD over all params.
+// "adamw" (all the others). The other names give one AdamW or SGD over all params. With
+// layout.shard_over each of them is a ShardedOptimizer over that group (distributed Muon, ZeRO-1
+// AdamW and SGD); construction is then collective over it.
 std::unique_ptr<optim::Optimizer> optimizer_from_recipe(const Recipe& recipe,
-                                                        std::vector<Tensor> params);
+                                                        std::vector<Tensor> params,
+                                                        const OptimizerLayout& layout = {});
 // The two group specs that optimizer_from_recipe uses for optim.name = "muon".
 std::vector<optim::ParamGroupSpec> param_groups_from_recipe(const Recipe& recipe);
 optim::ScheduleConfig schedule_from_recipe(const Recipe& recipe);

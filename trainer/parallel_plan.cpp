@@ -15,6 +15,7 @@ std::string str(int64_t v) {
 ParallelPlan parallel_plan_from_recipe(const Recipe& r, int world_size, const ModelSplits& model) {
   const int64_t dp = r.get_int("parallel.dp"), tp = r.get_int("parallel.tp");
   const int64_t sp = r.get_int("parallel.sp"), ep = r.get_int("parallel.ep");
+  const bool seqpar = r.get_bool("parallel.sequence_parallel");
   const int64_t batch = r.get_int("train.batch_size"), accum = r.get_int("train.grad_accum");
   const std::string launch = world_size == 1
                                  ? "1 here: a single process; start N ranks with mpirun -np N, "
@@ -30,21 +31,36 @@ ParallelPlan parallel_plan_from_recipe(const Recipe& r, int world_size, const Mo
   r.check(ep == 1 || (model.num_experts > 0 && model.num_experts % ep == 0), "parallel.ep",
           "parallel.ep = " + str(ep) + " must divide model.num_experts = " +
               str(model.num_experts) + " (each expert-parallel rank holds an equal share)");
-  r.check(model.num_heads == 0 || model.num_heads % (tp * sp) == 0,
-          tp > 1 ? "parallel.tp" : "parallel.sp",
+  r.check(ep == 1, "parallel.ep",
+          "parallel.ep = " + str(ep) +
+              ": expert parallelism is not wired into the trainer yet (the experts are "
+              "replicated on every rank); set parallel.ep = 1");
+  const char* split_key = tp > 1 ? "parallel.tp" : "parallel.sp";
+  r.check(model.num_heads > 0 || tp * sp == 1, split_key,
+          "parallel.tp * parallel.sp = " + str(tp * sp) +
+              ": this model has no attention heads or tokens to split (task = \"classifier\"); "
+              "use parallel.dp only");
+  r.check(model.num_heads == 0 || model.num_heads % (tp * sp) == 0, split_key,
           "parallel.tp * parallel.sp = " + str(tp * sp) + " must divide model.num_heads = " +
               str(model.num_heads) + " (heads are split across those ranks)");
+  r.check(model.mlp_hidden == 0 || model.mlp_hidden % tp == 0, "parallel.tp",
+          "parallel.tp = " + str(tp) + " must divide the MLP width model.mlp_ratio * " +
+              "model.hidden_size = " + str(model.mlp_hidden) + " (its hidden units are split)");
+  const int64_t token_split = sp * (seqpar ? tp : 1);
+  r.check(model.num_tokens == 0 || model.num_tokens % token_split == 0,
+          seqpar && tp > 1 ? "parallel.sequence_parallel" : "parallel.sp",
+          "the " + str(model.num_tokens) +
+              " tokens ((model.input_size / model.patch_size)^2) must split evenly over " +
+              (seqpar && tp > 1 ? "parallel.sp * parallel.tp = " + str(token_split) +
+                                      " ranks (sequence parallelism splits them over tp too)"
+                                : "parallel.sp = " + str(sp) + " ranks"));
   r.check(batch % (dp * accum) == 0, "train.batch_size",
           "train.batch_size = " + str(batch) + " (the global batch) must be divisible by " +
               "parallel.dp * train.grad_accum = " + str(dp) + " * " + str(accum) +
               ", so that every rank gets an equal share of every micro-batch");
-  for (const char* key : {"parallel.tp", "parallel.sp", "parallel.ep"}) {
-    r.check(r.get_int(key) == 1, key,
-            std::string(key) + " = " + str(r.get_int(key)) +
-                ": this layout is not yet wired into the trainer (only parallel.dp is); set " +
-                key + " = 1");
-  }
   return ParallelPlan{.grid = {.dp = int(dp), .tp = int(tp), .sp = int(sp), .ep = int(ep)},
+                      .sequence_parallel = seqpar,
+                      .shard_optimizer_state = r.get_bool("optim.shard_state"),
                       .grad_accum = accum,
                       .micro_batch = batch / (dp * accum),
                       .bucket_bytes = std::max<int64_t>(

@@ -7,9 +7,12 @@
 //   parallel.dp * parallel.tp * parallel.sp == the number of ranks mpirun started
 //   parallel.ep divides parallel.dp, and model.num_experts when the model has experts (ep > 1
 //     needs experts)
-//   parallel.tp * parallel.sp divides model.num_heads (models with heads)
+//   parallel.ep == 1: expert parallelism is not wired into the trainer yet
+//   parallel.tp == parallel.sp == 1 for a model without attention (the classifier)
+//   parallel.tp * parallel.sp divides model.num_heads (heads are split over both)
+//   parallel.tp divides the MLP width of a dense DiT (its hidden units are split over tp)
+//   parallel.sp (times parallel.tp with parallel.sequence_parallel) divides the token count
 //   train.batch_size divisible by parallel.dp * train.grad_accum (batch_size is the global batch)
-//   parallel.tp, parallel.sp, parallel.ep == 1: those layouts are not yet wired into the trainer
 #include <cstdint>
 
 #include "parallel/grid.h"
@@ -17,15 +20,20 @@
 
 namespace loom::trainer {
 
-// What the parallel checks need to know about the model. The classifier has neither heads nor
-// experts to split: the defaults.
+// What the parallel checks need to know about the model. The classifier has no heads, MLP or
+// tokens to split: the defaults.
 struct ModelSplits {
-  int64_t num_heads = 0;    // 0: no attention heads (the head check is skipped)
+  int64_t num_heads = 0;    // 0: no attention (tp and sp must be 1)
   int64_t num_experts = 0;  // 0: dense
+  int64_t mlp_hidden = 0;   // hidden width of a tensor-parallel MLP; 0: none (MoE experts are
+                            // replicated under tp)
+  int64_t num_tokens = 0;   // tokens of the sequence split over sp
 };
 
 struct ParallelPlan {
   parallel::GridDims grid;
+  bool sequence_parallel = false;      // Megatron sequence parallelism on the tp group
+  bool shard_optimizer_state = false;  // optim.shard_state: ZeRO-1 over dp
   int64_t grad_accum = 1;
   int64_t micro_batch = 1;   // examples per rank per micro-batch: batch_size / (dp * grad_accum)
   int64_t bucket_bytes = 1;  // gradient bucket size (parallel.bucket_mb)

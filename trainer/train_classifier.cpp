@@ -52,7 +52,7 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
   dp.broadcast_from_root(state);
   dp.reduce_gradients(net.named_parameters());
   RunDir run(r, options, out, dp.is_root());
-  auto optimizer = optimizer_from_recipe(r, params);
+  auto optimizer = optimizer_from_recipe(r, params, {.shard_over = dp.optimizer_group()});
   data::DataLoader loader(train_set, dp.loader_config({.batch_size = r.get_int("train.batch_size"),
                                                        .seed = seed,
                                                        .hflip = r.get_bool("data.hflip"),
@@ -70,17 +70,16 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
       << "\n";
   std::string last_ckpt;  // root only
   int64_t last_ckpt_step = -1;
-  // The root writes; every rank waits until the checkpoint is complete.
+  // Every rank gathers the contents (a sharded optimizer's state is collective); the root writes;
+  // every rank waits until the checkpoint is complete.
   auto checkpoint = [&]() {
     last_ckpt_step = step;
-    if (dp.is_root()) {
-      CheckpointContents c;
-      c.step = step;
-      c.recipe_toml = r.to_toml();
-      save_training_state(net, *optimizer, names, loader, &c);
-      save_convnet_config(cfg, &c);
-      last_ckpt = run.save(c);
-    }
+    CheckpointContents c;
+    c.step = step;
+    c.recipe_toml = r.to_toml();
+    save_training_state(net, *optimizer, names, loader, &c);
+    save_convnet_config(cfg, &c);
+    if (dp.is_root()) last_ckpt = run.save(c);
     out << "checkpoint: " << last_ckpt << std::endl;
     dp.barrier();
   };

@@ -10,6 +10,14 @@
 // the whole global batch on every rank, and each rank's micro-batch takes its rows of them, so
 // the losses do not depend on parallel.dp or train.grad_accum (beyond the order of float sums;
 // the MoE balance loss is the exception: it is a statistic of each micro-batch's tokens).
+//
+// Tensor and sequence parallelism (docs/PARALLEL.md): the DiT is built with the grid's tp and sp
+// groups; the ranks of a replica share a dp rank, hence the same rows, and every one of them gets
+// the whole output and computes the same loss. Gradients are clipped by the norm of the whole
+// model (nn::sharded_grad_norm). Checkpoints and sample grids use whole tensors: the model, EMA
+// and optimizer state of sharded parameters are gathered (collectively, on every rank), and the
+// root samples with a single-rank copy of the model loaded from the gathered EMA.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -24,15 +32,18 @@
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/rectified_flow.h"
 #include "models/dit/flops.h"
+#include "models/nn/sharded_state.h"
 #include "optim/ema.h"
 #include "optim/grad_clip.h"
 #include "optim/param_groups.h"
+#include "optim/step_guard.h"
 #include "trainer/classifier_score.h"
 #include "trainer/data_parallel.h"
 #include "trainer/factory.h"
 #include "trainer/output/image_grid.h"
 #include "trainer/output/plot.h"
 #include "trainer/output/progress.h"
+#include "trainer/param_shards.h"
 #include "trainer/sampling.h"
 #include "trainer/signals.h"
 #include "trainer/train.h"
@@ -75,6 +86,20 @@ std::string fmt(double v, int precision = 4) {
   return os.str();
 }
 
+std::string mib(double bytes) {
+  return fmt(bytes / double(1 << 20), 3) + " MiB";
+}
+
+// What the parallel checks need to know about a DiT: its heads, experts, the width of a dense
+// MLP (MoE experts are not split by tp) and its tokens.
+ModelSplits model_splits(const dit::DiTConfig& cfg) {
+  const int64_t grid = cfg.input_size / cfg.patch_size;
+  return {.num_heads = cfg.num_heads,
+          .num_experts = cfg.num_experts,
+          .mlp_hidden = cfg.num_experts ? 0 : int64_t(double(cfg.hidden_size) * cfg.mlp_ratio),
+          .num_tokens = grid * grid};
+}
+
 // Statistics accumulated between two log lines, already reduced over the dp ranks.
 struct Interval {
   double loss = 0, mse = 0, vb = 0, aux = 0, grad_norm = 0;
@@ -88,7 +113,7 @@ class DiffusionJob {
   DiffusionJob(const Recipe& r, const TrainOptions& options, std::ostream& out)
       : r_(r),
         cfg_(dit_config_from_recipe(r)),
-        dp_(r, ModelSplits{.num_heads = cfg_.num_heads, .num_experts = cfg_.num_experts}),
+        dp_(r, model_splits(cfg_)),
         out_(dp_.log(out)),
         train_set_(dataset_from_recipe(r, true)),
         seed_(uint64_t(r.get_int("train.seed"))),
@@ -98,11 +123,15 @@ class DiffusionJob {
     check_data_matches_model(r, *train_set_, cfg_.in_channels, cfg_.input_size, cfg_.num_classes);
     device_ = device_from_recipe(r);
     autocast_ = autocast_from_recipe(r, device_);
-    r.check(device_.is_cpu() || dp_.size() == 1, "parallel.dp",
-            "must be 1 with train.device = \"cuda\" for now (data parallelism on GPUs needs the "
+    r.check(device_.is_cpu() || dp_.world().size() == 1,
+            dp_.size() > 1                 ? "parallel.dp"
+            : r.get_int("parallel.tp") > 1 ? "parallel.tp"
+                                           : "parallel.sp",
+            "must be 1 with train.device = \"cuda\" for now (several ranks on GPUs need the "
             "NCCL backend, not built yet)");
     Generator init(seed_, kInit);
-    model_ = std::make_shared<dit::DiT>(cfg_, init);
+    model_ = std::make_shared<dit::DiT>(cfg_, init, dp_.model_parallel());
+    shards_ = ParamShards(*model_);
     for (const auto& [name, p] : model_->named_parameters()) {
       names_.push_back(name);
       params_.push_back(p);
@@ -110,14 +139,16 @@ class DiffusionJob {
     }
     dp_.check_same_job(r, options, model_->named_parameters());
     // Every rank drew the same initial weights from the same seed; the broadcast makes that a
-    // guarantee instead of an assumption about the initializers.
+    // guarantee instead of an assumption about the initializers. It runs over dp: the ranks of a
+    // replica hold different slices.
     std::vector<Tensor> state;
     for (const auto& [name, t] : model_->state_dict()) state.push_back(t);
     dp_.broadcast_from_root(state);
     model_->to(device_);  // before anything holds gradients or optimizer state
     dp_.reduce_gradients(model_->named_parameters());
     run_ = std::make_unique<RunDir>(r, options, out_, dp_.is_root());
-    optimizer_ = optimizer_from_recipe(r, params_);
+    optimizer_ = optimizer_from_recipe(
+        r, params_, {.shard_over = dp_.optimizer_group(), .muon_splits = shards_.muon_splits()});
     ema_ = std::make_unique<optim::Ema>(params_, r.get_double("train.ema_decay"));
     loader_ = std::make_unique<data::DataLoader>(
         train_set_, dp_.loader_config({.batch_size = r.get_int("train.batch_size"),
@@ -129,7 +160,7 @@ class DiffusionJob {
       ddpm_ = std::make_unique<diffusion::GaussianDiffusion>(diffusion::GaussianDiffusionConfig{
           .num_timesteps = r.get_int("diffusion.num_timesteps"), .learn_sigma = cfg_.learn_sigma});
     }
-    if (dp_.is_root()) {
+    if (dp_.is_root()) {  // a single-rank model: it samples alone, from the whole EMA
       sample_model_ = std::make_shared<dit::DiT>(cfg_, init);
       sample_model_->to(device_);
       load_classifier_if_any();
@@ -155,13 +186,14 @@ class DiffusionJob {
         interrupted = true;
         break;
       }
-      train_step(iv);
+      const bool stepped = train_step(iv);
+      if (stepped && !state_reported_) report_optimizer_state();
       if (step_ % log_every == 0 || step_ == total) {
         progress.clear();
         if (dp_.is_root()) log(iv, total, session_start, first_step);
         iv = Interval{};
       }
-      if (sample_every > 0 && step_ % sample_every == 0 && dp_.is_root()) sample_grid();
+      if (sample_every > 0 && step_ % sample_every == 0) sample_grid();
       if (ckpt_every > 0 && step_ % ckpt_every == 0) checkpoint();
       const double rate = double(step_ - first_step) / std::max(seconds_since(session_start), 1e-9);
       progress.update(step_, total, rate > 0 ? double(total - step_) / rate : 0,
@@ -172,11 +204,13 @@ class DiffusionJob {
     if (interrupted) {
       out_ << "interrupted at step " << step_ << ": checkpoint " << last_ckpt_
            << " written; continue with --resume\n";
-    } else if (dp_.is_root()) {
+    } else {
       if (sample_every == 0 || step_ % sample_every != 0) sample_grid();
-      write_loss_plot();
-      out_ << "done: " << step_ << " steps in " << format_duration(seconds_since(session_start))
-           << "; run directory " << run_->path() << "\n";
+      if (dp_.is_root()) {
+        write_loss_plot();
+        out_ << "done: " << step_ << " steps in " << format_duration(seconds_since(session_start))
+             << "; run directory " << run_->path() << "\n";
+      }
     }
     return {step_, interrupted, run_->path(), last_ckpt_};
   }
@@ -209,7 +243,7 @@ class DiffusionJob {
     if (cfg_.num_experts)
       out_ << ", " << cfg_.num_experts << " experts top-" << cfg_.top_k << " + "
            << cfg_.num_shared_experts << " shared";
-    out_ << "; " << model_->num_parameters() << " parameters\n"
+    out_ << "; " << dit::count_parameters(cfg_) << " parameters\n"
          << "  data: " << r_.get_string("data.source") << ", " << train_set_->size()
          << " images; objective " << r_.get_string("diffusion.objective") << "; global batch "
          << r_.get_int("train.batch_size") << "; " << kernels::cpu::num_threads()
@@ -217,6 +251,9 @@ class DiffusionJob {
          << "  parallel: " << dp_.describe() << "\n";
     if (auto* groups = dynamic_cast<const optim::MultiOptimizer*>(optimizer_.get()))
       out_ << "  optimizer groups:\n" << optim::describe_groups(*groups);
+    if (dp_.optimizer_group())
+      out_ << "  optimizer state sharded over the " << dp_.size()
+           << " dp ranks (optim.shard_state)\n";
     if (classifier_) {
       out_ << "  sample quality scored by the classifier at " << classifier_path_ << "\n";
     } else {
@@ -251,7 +288,8 @@ class DiffusionJob {
     return d;
   }
 
-  void train_step(Interval& iv) {
+  // One optimizer step; false when it was skipped (non-finite loss or gradients).
+  bool train_step(Interval& iv) {
     const int64_t accum = dp_.plan().grad_accum;
     model_->train();
     optimizer_->zero_grad();
@@ -298,21 +336,14 @@ class DiffusionJob {
     const std::vector<double> mean = dp_.average({loss, mse, vb, aux_total});
     loss = mean[0];
     add_interval_counts(iv, dp_.sum(counts));
-    const double gn = optim::clip_grad_norm(params_, r_.get_double("train.grad_clip"));
-    if (!std::isfinite(loss) || !std::isfinite(gn)) {
-      ++nonfinite_in_a_row_;
-      ++nonfinite_total_;
-      out_ << "warning: step " << step_ + 1 << ": non-finite "
-           << (std::isfinite(loss) ? "gradient" : "loss") << "; update skipped ("
-           << nonfinite_in_a_row_ << " in a row)\n";
-      LOOM_CHECK(nonfinite_in_a_row_ < r_.get_int("train.max_nonfinite_steps"), "[train] ",
-                 nonfinite_in_a_row_, " non-finite steps in a row, the last at step ", step_ + 1,
-                 "; lower optim.lr or enable train.grad_clip");
+    // Decided over every rank: a tp rank's gradient slices are its own.
+    if (!admit(optim::all_finite(params_, {loss}, &dp_.world()), loss)) {
       optimizer_->zero_grad();
       ++step_;
-      return;
+      return false;
     }
-    nonfinite_in_a_row_ = 0;
+    const double gn = optim::clip_grads_to(params_, nn::sharded_grad_norm(*model_),
+                                           r_.get_double("train.grad_clip"));
     optimizer_->set_lr(optim::learning_rate_at(schedule_from_recipe(r_), step_));
     optimizer_->step();
     ema_->update();
@@ -324,6 +355,38 @@ class DiffusionJob {
     iv.aux += mean[3];
     iv.grad_norm += gn;
     ++iv.steps;
+    return true;
+  }
+
+  // Whether step step_ + 1 runs (finite: every rank's gradients and the loss are finite); warns
+  // about a skipped step and throws, naming the recipe key, after train.max_nonfinite_steps of
+  // them in a row.
+  bool admit(bool finite, double loss) {
+    if (!finite)
+      out_ << "warning: step " << step_ + 1 << ": non-finite "
+           << (std::isfinite(loss) ? "gradient" : "loss") << "; update skipped ("
+           << guard_.consecutive_skips() + 1 << " in a row)\n";
+    try {
+      return guard_.admit(finite, step_ + 1);
+    } catch (const Error& e) {
+      LOOM_FAIL(e.what(), "; train.max_nonfinite_steps = ", r_.get_int("train.max_nonfinite_steps"),
+                ": lower optim.lr or enable train.grad_clip");
+    }
+  }
+
+  // The optimizer state each rank holds (after the first step, which creates it): the sharding of
+  // optim.shard_state and tensor parallelism shows here. Collective.
+  void report_optimizer_state() {
+    state_reported_ = true;
+    const std::vector<double> bytes = dp_.all_ranks(double(optimizer_->state_bytes()));
+    const auto [lo, hi] = std::minmax_element(bytes.begin(), bytes.end());
+    double total = 0;
+    for (double b : bytes) total += b;
+    out_ << "  optimizer state: " << mib(*hi) << " per rank";
+    if (bytes.size() > 1)
+      out_ << " (largest; smallest " << mib(*lo) << "), " << mib(total) << " over " << bytes.size()
+           << " ranks";
+    out_ << "\n";
   }
 
   // counts[l * E + e] += layer_counts[l][e].
@@ -378,7 +441,7 @@ class DiffusionJob {
             {"load_imbalance_layer" + std::to_string(l), load_imbalance({iv.expert_counts[l]})});
       line << " | load " << fmt(imb, 3);
     }
-    if (nonfinite_total_) fields.push_back({"skipped_steps", double(nonfinite_total_)});
+    if (skipped_steps()) fields.push_back({"skipped_steps", double(skipped_steps())});
     line << " | " << format_duration(elapsed);
     if (rate > 0 && step_ < total)
       line << ", eta " << format_duration(double(total - step_) / rate);
@@ -386,9 +449,17 @@ class DiffusionJob {
     run_->metrics().write(fields);
   }
 
+  // Non-finite steps skipped over the whole run, resumed sessions included.
+  int64_t skipped_steps() const { return skipped_before_ + guard_.total_skips(); }
+
   // EMA weights into the sampling model, then a grid with one row per class and fixed noise.
+  // Collective (the EMA of sharded parameters is gathered); the root samples.
   void sample_grid() {
-    ema_->copy_to(sample_model_->parameters());
+    const auto ema = whole_param_tensors(shards_, names_, ema_->averages());
+    if (!dp_.is_root()) return;
+    nn::StateDict weights;
+    for (const auto& [name, t] : ema) weights.insert(name, t);
+    sample_model_->load_state_dict(weights, /*strict=*/false);  // the buffers are not averaged
     const int64_t per_class = r_.get_int("sample.per_class");
     const int64_t classes = std::min<int64_t>(cfg_.num_classes, 10);
     const Tensor labels = class_grid_labels(classes, per_class);
@@ -409,21 +480,23 @@ class DiffusionJob {
     out_ << msg.str() << std::endl;
   }
 
-  // The root writes; every rank waits until the checkpoint is complete.
+  // Every rank gathers the contents; the root writes; every rank waits until it is complete.
   void checkpoint() {
     last_ckpt_step_ = step_;
-    if (dp_.is_root()) last_ckpt_ = run_->save(checkpoint_contents());
+    const CheckpointContents contents = checkpoint_contents();
+    if (dp_.is_root()) last_ckpt_ = run_->save(contents);
     out_ << "checkpoint: " << last_ckpt_ << std::endl;
     dp_.barrier();
   }
 
+  // Collective (see training_state.h).
   CheckpointContents checkpoint_contents() const {
     CheckpointContents c;
     c.step = step_;
     c.recipe_toml = r_.to_toml();
     save_training_state(*model_, *optimizer_, names_, *loader_, &c);
-    for (size_t i = 0; i < params_.size(); ++i) c.ema.emplace_back(names_[i], ema_->averages()[i]);
-    c.counters["nonfinite_total"] = nonfinite_total_;
+    c.ema = whole_param_tensors(shards_, names_, ema_->averages());
+    c.counters["nonfinite_total"] = skipped_steps();
     c.counters["ema.updates"] = ema_->num_updates();
     c.generators["timesteps"] = generator_state(t_gen_);
     c.generators["noise"] = generator_state(noise_gen_);
@@ -435,17 +508,11 @@ class DiffusionJob {
 
   void restore(const CheckpointContents& c) {
     load_training_state(*model_, *optimizer_, names_, *loader_, c);
-    std::map<std::string, Tensor> ema(c.ema.begin(), c.ema.end());
-    for (size_t i = 0; i < names_.size(); ++i) {
-      auto it = ema.find(names_[i]);
-      LOOM_CHECK(it != ema.end(), "[train] checkpoint at step ", c.step, " has no EMA of ",
-                 names_[i]);
-      copy_into(ema_->averages()[i], it->second);
-    }
+    load_param_tensors(shards_, names_, c.ema, ema_->averages(), "EMA");
     t_gen_ = restore_generator(c.generators.at("timesteps"));
     noise_gen_ = restore_generator(c.generators.at("noise"));
     label_gen_ = restore_generator(c.generators.at("label_dropout"));
-    nonfinite_total_ = c.counters.count("nonfinite_total") ? c.counters.at("nonfinite_total") : 0;
+    skipped_before_ = c.counters.count("nonfinite_total") ? c.counters.at("nonfinite_total") : 0;
     ema_->set_num_updates(c.counters.count("ema.updates") ? c.counters.at("ema.updates") : c.step);
     elapsed_before_ = c.scalars.count("elapsed_seconds") ? c.scalars.at("elapsed_seconds") : 0;
     step_ = c.step;
@@ -475,7 +542,8 @@ class DiffusionJob {
   Device device_;
   bool autocast_ = false;  // bf16 autocast around the forward (train.precision on CUDA)
   std::shared_ptr<dit::DiT> model_;
-  std::shared_ptr<dit::DiT> sample_model_;  // root only
+  ParamShards shards_;                      // model_'s tensor-parallel parameters
+  std::shared_ptr<dit::DiT> sample_model_;  // root only, single-rank
   std::unique_ptr<RunDir> run_;
   std::vector<std::string> names_;
   std::vector<Tensor> params_;
@@ -488,7 +556,9 @@ class DiffusionJob {
   int64_t step_ = 0;
   int64_t last_ckpt_step_ = -1;
   std::string last_ckpt_;  // root only
-  int64_t nonfinite_in_a_row_ = 0, nonfinite_total_ = 0;
+  optim::StepGuard guard_{std::max<int64_t>(1, r_.get_int("train.max_nonfinite_steps"))};
+  int64_t skipped_before_ = 0;  // skipped steps of the sessions before a resume
+  bool state_reported_ = false;
   double last_loss_ = 0, elapsed_before_ = 0;
   Clock::time_point start_ = Clock::now();
 };

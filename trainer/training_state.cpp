@@ -2,103 +2,73 @@
 
 #include <map>
 
-#include "optim/adamw.h"
-#include "optim/muon.h"
-#include "optim/param_groups.h"
-#include "optim/sgd.h"
+#include "models/nn/sharded_state.h"
+#include "optim/state_dict.h"
 
 namespace loom::trainer {
 
 namespace {
 
-std::map<std::string, Tensor> by_name(const std::vector<std::pair<std::string, Tensor>>& items) {
-  return {items.begin(), items.end()};
-}
-
-Tensor checked_state(const std::map<std::string, Tensor>& state, const std::string& key,
-                     const Tensor& param) {
-  auto it = state.find(key);
-  if (it == state.end()) return Tensor();
-  LOOM_CHECK(it->second.shape() == param.shape(), "[checkpoint] optimizer state '", key,
-             "' has shape ", shape_str(it->second.shape()), ", the parameter ",
-             shape_str(param.shape()));
-  return it->second.to(DType::f32).contiguous().clone();
-}
-
-// The names of a group's parameters, in the group optimizer's order.
-std::vector<std::string> group_names(const optim::MultiOptimizer& multi, size_t g,
-                                     const std::vector<std::string>& names) {
-  std::vector<std::string> out;
-  for (size_t i : multi.group_indices(g)) out.push_back(names.at(i));
+// The parameter name of every tensor entry opt's state can have, by checkpoint key.
+std::map<std::string, std::string> param_of_key(const optim::Optimizer& opt,
+                                                const std::vector<std::string>& names) {
+  std::map<std::string, std::string> out;
+  for (size_t i = 0; i < names.size(); ++i)
+    for (const std::string& kind : opt.state_kinds(i).tensors)
+      out.emplace(optim::state_key(kind, names[i]), names[i]);
   return out;
 }
 
 }  // namespace
 
 void save_optimizer_state(const optim::Optimizer& opt, const std::vector<std::string>& names,
-                          CheckpointContents* out) {
-  if (auto* multi = dynamic_cast<const optim::MultiOptimizer*>(&opt)) {
-    // Each group writes its own optimizer's keys; parameter names are unique, so the groups'
-    // entries cannot collide and a group's state is found again by name on resume.
-    for (size_t g = 0; g < multi->num_groups(); ++g)
-      save_optimizer_state(multi->group_optimizer(g), group_names(*multi, g, names), out);
-  } else if (auto* muon = dynamic_cast<const optim::Muon*>(&opt)) {
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (muon->momentum_buffer(i).defined())
-        out->optimizer.emplace_back("muon_momentum." + names[i], muon->momentum_buffer(i));
-    }
-  } else if (auto* adam = dynamic_cast<const optim::AdamW*>(&opt)) {
-    for (size_t i = 0; i < names.size(); ++i) {
-      const optim::AdamWState& s = adam->state(i);
-      out->counters["optim.step." + names[i]] = s.step;
-      if (!s.exp_avg.defined()) continue;
-      out->optimizer.emplace_back("exp_avg." + names[i], s.exp_avg);
-      out->optimizer.emplace_back("exp_avg_sq." + names[i], s.exp_avg_sq);
-    }
-  } else if (auto* sgd = dynamic_cast<const optim::Sgd*>(&opt)) {
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (sgd->momentum_buffer(i).defined())
-        out->optimizer.emplace_back("momentum." + names[i], sgd->momentum_buffer(i));
-    }
-  } else {
-    LOOM_FAIL("[checkpoint] cannot save the state of this optimizer");
-  }
+                          const ParamShards& shards, CheckpointContents* out) {
+  const optim::StateDict state = optim::state_dict(opt, names);
+  const auto param_of = param_of_key(opt, names);
+  // Entries come in the same order on every rank, so the gathers pair up across a tp group.
+  for (const auto& [key, t] : state.tensors)
+    out->optimizer.emplace_back(key, shards.whole(param_of.at(key), t));
+  for (const auto& [key, n] : state.counters) out->counters[key] = n;
 }
 
 void load_optimizer_state(optim::Optimizer& opt, const std::vector<std::string>& names,
-                          const CheckpointContents& in) {
-  const auto state = by_name(in.optimizer);
-  const auto& params = opt.params();
-  if (auto* multi = dynamic_cast<optim::MultiOptimizer*>(&opt)) {
-    for (size_t g = 0; g < multi->num_groups(); ++g)
-      load_optimizer_state(multi->group_optimizer(g), group_names(*multi, g, names), in);
-  } else if (auto* muon = dynamic_cast<optim::Muon*>(&opt)) {
-    for (size_t i = 0; i < names.size(); ++i)
-      muon->set_momentum_buffer(i, checked_state(state, "muon_momentum." + names[i], params[i]));
-  } else if (auto* adam = dynamic_cast<optim::AdamW*>(&opt)) {
-    for (size_t i = 0; i < names.size(); ++i) {
-      optim::AdamWState& s = adam->state(i);
-      auto step = in.counters.find("optim.step." + names[i]);
-      s.step = step == in.counters.end() ? 0 : step->second;
-      s.exp_avg = checked_state(state, "exp_avg." + names[i], params[i]);
-      s.exp_avg_sq = checked_state(state, "exp_avg_sq." + names[i], params[i]);
-      LOOM_CHECK(
-          s.exp_avg.defined() == s.exp_avg_sq.defined() && (s.step == 0 || s.exp_avg.defined()),
-          "[checkpoint] incomplete AdamW state for parameter '", names[i], "'");
-    }
-  } else if (auto* sgd = dynamic_cast<optim::Sgd*>(&opt)) {
-    for (size_t i = 0; i < names.size(); ++i)
-      sgd->set_momentum_buffer(i, checked_state(state, "momentum." + names[i], params[i]));
-  } else {
-    LOOM_FAIL("[checkpoint] cannot load the state of this optimizer");
+                          const ParamShards& shards, const CheckpointContents& in) {
+  const auto param_of = param_of_key(opt, names);
+  optim::StateDict state{.tensors = {}, .counters = in.counters};
+  for (const auto& [key, t] : in.optimizer) {
+    const auto it = param_of.find(key);
+    // Entries this optimizer does not keep are ignored by load_state_dict; they are not sliced.
+    state.tensors.emplace_back(key, it == param_of.end() ? t : shards.local(it->second, t));
+  }
+  optim::load_state_dict(opt, names, state);
+}
+
+std::vector<std::pair<std::string, Tensor>> whole_param_tensors(
+    const ParamShards& shards, const std::vector<std::string>& names,
+    const std::vector<Tensor>& tensors) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < names.size(); ++i)
+    out.emplace_back(names[i], shards.whole(names[i], tensors.at(i)));
+  return out;
+}
+
+void load_param_tensors(const ParamShards& shards, const std::vector<std::string>& names,
+                        const std::vector<std::pair<std::string, Tensor>>& whole,
+                        const std::vector<Tensor>& targets, const std::string& what) {
+  const std::map<std::string, Tensor> by_name(whole.begin(), whole.end());
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto it = by_name.find(names[i]);
+    LOOM_CHECK(it != by_name.end(), "[checkpoint] no ", what, " entry for parameter ", names[i]);
+    copy_into(targets.at(i), shards.local(names[i], it->second));
   }
 }
 
 void save_training_state(const nn::Module& model, const optim::Optimizer& opt,
                          const std::vector<std::string>& param_names,
                          const data::DataLoader& loader, CheckpointContents* out) {
-  for (const auto& [name, t] : model.state_dict()) out->model.emplace_back(name, t);
-  save_optimizer_state(opt, param_names, out);
+  for (const auto& [name, t] : nn::gather_state_dict(model)) out->model.emplace_back(name, t);
+  save_optimizer_state(opt, param_names, ParamShards(model), out);
   const data::LoaderPosition pos = loader.position();
   out->counters["data.epoch"] = pos.epoch;
   out->counters["data.batch"] = pos.batch;
@@ -109,8 +79,8 @@ void load_training_state(nn::Module& model, optim::Optimizer& opt,
                          const CheckpointContents& in) {
   nn::StateDict state;
   for (const auto& [name, t] : in.model) state.insert(name, t);
-  model.load_state_dict(state);
-  load_optimizer_state(opt, param_names, in);
+  nn::load_sharded_state_dict(model, state);
+  load_optimizer_state(opt, param_names, ParamShards(model), in);
   auto counter = [&](const char* key) {
     auto it = in.counters.find(key);
     LOOM_CHECK(it != in.counters.end(), "[checkpoint] step ", in.step, " has no counter ", key);

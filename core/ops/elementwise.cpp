@@ -127,6 +127,23 @@ struct MinimumFn {
   }
 };
 
+// Fused activation gradients (the backward of GeluTanhFn / SiluFn): one pass over x and g.
+// Their own gradient (a second derivative) is not implemented.
+template <class S>
+struct ActivationGradFn {
+  static constexpr bool saves_inputs = false, float_only = true;
+  using Scalar = S;
+  static Grads2 grad(const Tensor&, const Tensor&, const Tensor&) {
+    LOOM_FAIL("[activation_grad] second derivatives of gelu_tanh and silu are not supported");
+  }
+};
+struct GeluTanhGradFn : ActivationGradFn<kernels::fn::GeluTanhGrad> {
+  static constexpr const char* name = "gelu_tanh_grad";
+};
+struct SiluGradFn : ActivationGradFn<kernels::fn::SiluGrad> {
+  static constexpr const char* name = "silu_grad";
+};
+
 template <class Fn>
 class BinaryOp final : public Op {
  public:
@@ -258,20 +275,15 @@ struct SiluFn {
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
   using Scalar = kernels::fn::Silu;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
-    const Tensor s = sigmoid(x);
-    return g * s * (1.0 + x * rsub(1.0, s));
+    return binary<SiluGradFn>(x, g);
   }
 };
 struct GeluTanhFn {
   static constexpr const char* name = "gelu_tanh";
   static constexpr bool float_only = true, saves_inputs = true, saves_outputs = false;
   using Scalar = kernels::fn::GeluTanh;
-  static constexpr double k0 = Scalar::k0, k1 = Scalar::k1;
   static Tensor grad(const Tensor& x, const Tensor&, const Tensor& g) {
-    const Tensor x2 = square(x);
-    const Tensor th = tanh((x + x2 * x * k1) * k0);
-    const Tensor dinner = (x2 * (3.0 * k1) + 1.0) * k0;
-    return g * (0.5 * (th + 1.0) + 0.5 * x * rsub(1.0, square(th)) * dinner);
+    return binary<GeluTanhGradFn>(x, g);
   }
 };
 struct SinFn {

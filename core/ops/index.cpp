@@ -1,6 +1,7 @@
 #include "core/ops/index.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "core/autograd.h"
 #include "core/ops/cuda_util.h"
@@ -127,6 +128,55 @@ class CatOp final : public Op {
 
  private:
   int64_t dim_;
+};
+
+// ---- unbind -----------------------------------------------------------------------------------
+// An uninitialized tensor of this shape whose memory is laid out like `strides` when they describe
+// a dense permutation of the dims (a permuted view of a contiguous tensor), else contiguous. A
+// gradient built in its input's layout lets the permutes and views before it stay free.
+Tensor empty_in_layout(const Shape& shape, const Strides& strides, DType dtype, Device device) {
+  const size_t nd = shape.size();
+  std::vector<int64_t> order(nd);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
+  int64_t expect = 1;
+  for (size_t i = nd; i-- > 0;) {
+    const int64_t d = order[i];
+    if (shape[d] == 1) continue;
+    if (strides[d] != expect) return empty(shape, dtype, device);
+    expect *= shape[d];
+  }
+  Shape dense(nd);
+  std::vector<int64_t> inverse(nd);
+  for (size_t i = 0; i < nd; ++i) {
+    dense[i] = shape[order[i]];
+    inverse[order[i]] = int64_t(i);
+  }
+  return empty(dense, dtype, device).permute(inverse);
+}
+
+class UnbindOp final : public Op {
+ public:
+  explicit UnbindOp(int64_t dim) : dim_(dim) {}
+  const char* name() const override { return "unbind"; }
+  bool saves_inputs() const override { return false; }
+  std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
+    input_strides_ = in[0].strides();
+    std::vector<Tensor> out;
+    for (int64_t i = 0; i < in[0].size(dim_); ++i) out.push_back(in[0].select(dim_, i));
+    return out;
+  }
+  // The slices' gradients copied into one tensor laid out like the input.
+  std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
+    Tensor out = empty_in_layout(ctx.input_shapes[0], input_strides_, g[0].dtype(), g[0].device());
+    for (size_t i = 0; i < g.size(); ++i) copy_into(out.select(dim_, int64_t(i)), g[i]);
+    return {out};
+  }
+
+ private:
+  int64_t dim_;
+  Strides input_strides_;
 };
 
 // ---- index_select / index_add -----------------------------------------------------------------
@@ -392,6 +442,13 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
     offset += s;
   }
   return pieces;
+}
+
+std::vector<Tensor> unbind(const Tensor& x, int64_t dim) {
+  LOOM_CHECK(x.dim() >= 1, "[unbind] cannot unbind a zero-dim tensor");
+  const int64_t d = wrap_dim(dim, x.dim(), "unbind");
+  LOOM_CHECK(x.size(d) >= 1, "[unbind] dim ", d, " of shape ", shape_str(x.shape()), " is empty");
+  return apply<UnbindOp>({x}, d);
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim) {

@@ -20,6 +20,10 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 // Pieces of ceil(size / n) along dim, the last one smaller (views), as torch.chunk: this can give
 // fewer than n pieces (5 in 4 chunks gives 2, 2, 1); an empty dim gives n empty pieces.
 std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim = 0);
+// The slices x.select(dim, i) for every i (views), as one op: its backward stacks the slices'
+// gradients in one copy, where separate selects would each scatter into a zero tensor of x's
+// shape and then be summed (q, k, v out of one qkv projection).
+std::vector<Tensor> unbind(const Tensor& x, int64_t dim = 0);
 
 // x.index_select(dim, index): picks slices along dim by a 1-D index.
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);

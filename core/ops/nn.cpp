@@ -100,6 +100,20 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
   return apply<SoftmaxOp>({x}, wrap_dim(dim, x.dim(), op), log)[0];
 }
 
+// The fused CUDA input gradient of layer_norm (mean defined) or rms_norm (mean undefined); the
+// same formula as the ops-built backward below.
+Tensor cuda_norm_backward(const Tensor& x_in, const Tensor& w_in, const Tensor& mean,
+                          const Tensor& rstd, const Tensor& gy_in) {
+  const Tensor x = x_in.contiguous(), gy = gy_in.to(x.dtype()).contiguous();
+  const Tensor w = w_in.defined() ? w_in.contiguous() : Tensor();
+  Tensor dx = empty(x.shape(), x.dtype(), x.device());
+  const int64_t n = x.shape().back();
+  kernels::cuda::norm_backward_input(x.raw_data(), w.defined() ? w.raw_data() : nullptr,
+                                     mean.defined() ? mean.raw_data() : nullptr, rstd.raw_data(),
+                                     gy.raw_data(), dx.raw_data(), x.dtype(), x.numel() / n, n);
+  return dx;
+}
+
 // ---- layer_norm / rms_norm ----------------------------------------------------------------------
 // Outputs {y, mean, rstd} (rms: {y, rstd}); the statistics are saved for backward and carry no
 // gradient. The backward recomputes x_hat from them with ops; it treats them as constants, which
@@ -139,9 +153,13 @@ class LayerNormOp final : public Op {
     const Shape keep = last_as_one(x.shape());
     const Shape param_shape{x.shape().back()};
     const Tensor rstd = ctx.outputs[2].reshape(keep);
-    const Tensor xhat = (x - ctx.outputs[1].reshape(keep)) * rstd;
+    const bool fused = x.device().is_cuda();
+    const bool need_xhat = ctx.needs_grad[1] || (ctx.needs_grad[0] && !fused);
+    const Tensor xhat = need_xhat ? (x - ctx.outputs[1].reshape(keep)) * rstd : Tensor();
     Tensor dx, dw, db;
-    if (ctx.needs_grad[0]) {
+    if (ctx.needs_grad[0] && fused) {
+      dx = cuda_norm_backward(x, w, ctx.outputs[1], ctx.outputs[2], gy);
+    } else if (ctx.needs_grad[0]) {
       const Tensor gxhat = w.defined() ? gy * w : gy;
       dx = rstd * (gxhat - mean(gxhat, {-1}, true) - xhat * mean(gxhat * xhat, {-1}, true));
     }
@@ -182,9 +200,12 @@ class RmsNormOp final : public Op {
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
     const Tensor &x = ctx.inputs[0], &w = ctx.inputs[1], &gy = g[0];
     const Tensor rstd = ctx.outputs[1].reshape(last_as_one(x.shape()));
-    const Tensor xhat = x * rstd;
+    const bool fused = x.device().is_cuda();
+    const Tensor xhat = ctx.needs_grad[1] || !fused ? x * rstd : Tensor();
     Tensor dx, dw;
-    if (ctx.needs_grad[0]) {
+    if (ctx.needs_grad[0] && fused) {
+      dx = cuda_norm_backward(x, w, Tensor(), ctx.outputs[1], gy);
+    } else if (ctx.needs_grad[0]) {
       const Tensor gxhat = w.defined() ? gy * w : gy;
       dx = rstd * (gxhat - xhat * mean(gxhat * xhat, {-1}, true));
     }

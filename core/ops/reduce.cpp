@@ -1,6 +1,8 @@
 #include "core/ops/reduce.h"
 
 #include <algorithm>
+#include <array>
+#include <optional>
 
 #include "core/autograd.h"
 #include "core/ops/elementwise.h"
@@ -49,6 +51,24 @@ Tensor rows_layout(const Tensor& x, const ReducePlan& p) {
   return x.permute(perm).contiguous();
 }
 
+// For a reduction over one run of consecutive dims followed by kept dims ([O, R, C] summed over R:
+// bias gradients, modulation gradients summed over tokens), the extents {O, R, C}, which the CUDA
+// column kernel reduces without a transposing copy; nullopt for other patterns.
+std::optional<std::array<int64_t, 3>> column_reduction(const Shape& shape, const ReducePlan& p) {
+  const size_t nd = shape.size();
+  size_t first = 0;
+  while (first < nd && !p.reduced[first]) ++first;
+  size_t last = first;
+  while (last < nd && p.reduced[last]) ++last;
+  if (first == nd || last == nd) return std::nullopt;  // nothing reduced, or reduced dims last
+  for (size_t i = last; i < nd; ++i)
+    if (p.reduced[i]) return std::nullopt;
+  std::array<int64_t, 3> e{1, 1, 1};
+  for (size_t i = 0; i < nd; ++i) e[i < first ? 0 : (i < last ? 1 : 2)] *= shape[i];
+  if (e[0] > 65535) return std::nullopt;
+  return e;
+}
+
 kernels::cuda::RowReduce cuda_kind(kernels::cpu::RowReduce kind) {
   switch (kind) {
     case kernels::cpu::RowReduce::sum:
@@ -74,6 +94,14 @@ class ReduceOp final : public Op {
     if (kind_ != kernels::cpu::RowReduce::sum) {
       LOOM_CHECK(p.n > 0, "[", name_, "] reduction over an empty dim of shape ",
                  shape_str(x.shape()));
+    }
+    if (x.device().is_cuda() && x.is_contiguous()) {
+      if (const auto e = column_reduction(x.shape(), p)) {
+        Tensor out = empty(p.out_shape, x.dtype(), x.device());
+        kernels::cuda::reduce_cols(x.raw_data(), out.raw_data(), x.dtype(), (*e)[0], (*e)[1],
+                                   (*e)[2], cuda_kind(kind_));
+        return {out};
+      }
     }
     const Tensor xr = rows_layout(x, p);
     Tensor out = empty(p.out_shape, x.dtype(), x.device());

@@ -1,11 +1,14 @@
 // CUDA elementwise kernels of kernels.h: unary, binary, where, clamp, copy, fill.
 //
 // Launch shape: one thread per element in a grid-stride loop, 256 threads per block. Unary and
-// clamp run over contiguous data of one dtype (core makes inputs contiguous). Binary and where
-// have a typed fast path when every operand is dense over the shape with one dtype, and a general
-// path that computes strided offsets and loads each operand by its runtime dtype (mixed dtypes,
-// broadcasting, host scalars). The compute type is double when any operand is f64 or an integer
-// or bool (exact below 2^53), float otherwise (bf16/f16 are loaded as float).
+// clamp run over contiguous data of one dtype (core makes inputs contiguous). Binary, where and
+// copy first collapse the iteration space to the fewest dims (strided.cuh), so a contiguous or
+// row-broadcast operand costs one or two index divisions per element. Binary then takes a typed
+// kernel when every tensor operand has one storage type (host scalars adapt), and otherwise a
+// general one that loads each operand by its runtime dtype (mixed dtypes). The compute type is
+// double when any operand is f64 or an integer or bool (exact below 2^53), float otherwise
+// (bf16/f16 are loaded as float).
+
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/kernels.h"
@@ -39,11 +42,19 @@ __global__ void clamp_kernel(const T* x, T* y, int64_t n, double lo, double hi) 
   }
 }
 
+// Every tensor operand has storage type T (a host scalar stands in for a null pointer); offsets
+// over the collapsed shape.
 template <class T, class O, class F>
-__global__ void binary_dense_kernel(const T* a, const T* b, O* out, int64_t n) {
+__global__ void binary_typed_kernel(StridePack<3> p, const T* a, const T* b, O* out,
+                                    typename Compute<T>::type sa, typename Compute<T>::type sb,
+                                    int64_t n) {
   using C = typename Compute<T>::type;
   LOOM_GRID_STRIDE(i, n) {
-    out[i] = from_compute<O>(F::f(to_compute<C>(a[i]), to_compute<C>(b[i])));
+    int64_t off[3];
+    strided_offsets(p, i, off);
+    const C x = a ? to_compute<C>(a[off[0]]) : sa;
+    const C y = b ? to_compute<C>(b[off[1]]) : sb;
+    out[off[2]] = from_compute<O>(F::f(x, y));
   }
 }
 
@@ -143,20 +154,28 @@ void unary(const void* x, void* y, DType dtype, int64_t n) {
 }
 
 template <class F>
-void binary(const IterShape& shape, const Operand& a, const Operand& b, const Operand& out) {
-  const int64_t n = shape.numel();
+void binary(const IterShape& shape_in, const Operand& a_in, const Operand& b_in,
+            const Operand& out_in) {
+  const int64_t n = shape_in.numel();
   if (n == 0) return;
-  const bool dense = is_dense(shape, a) && is_dense(shape, b) && is_dense(shape, out) &&
-                     a.dtype == b.dtype && a.dtype != DType::boolean &&
-                     (out.dtype == a.dtype || out.dtype == DType::boolean);
-  if (dense) {
-    dispatch_arith(a.dtype, "binary", [&](auto tag) {
+  IterShape shape = shape_in;
+  Operand a = a_in, b = b_in, out = out_in;
+  Operand* const ops[3] = {&a, &b, &out};
+  collapse_dims(shape, ops, 3);
+  const StridePack<3> p = pack_strides(shape, {&a, &b, &out});
+  // One storage type for every tensor operand (a host scalar adapts): the typed kernel.
+  const DType t = a.data ? a.dtype : b.dtype;
+  const bool typed = t != DType::boolean && (!a.data || a.dtype == t) && (!b.data || b.dtype == t) &&
+                     (out.dtype == t || out.dtype == DType::boolean);
+  if (typed) {
+    dispatch_arith(t, "binary", [&](auto tag) {
       using T = decltype(tag);
+      using C = typename Compute<T>::type;
       auto launch = [&](auto out_tag) {
         using O = decltype(out_tag);
-        binary_dense_kernel<T, O, F><<<blocks_for(n, kThreads), kThreads, 0, compute_stream()>>>(
-            static_cast<const T*>(a.data), static_cast<const T*>(b.data), static_cast<O*>(out.data),
-            n);
+        binary_typed_kernel<T, O, F><<<blocks_for(n, kThreads), kThreads, 0, compute_stream()>>>(
+            p, static_cast<const T*>(a.data), static_cast<const T*>(b.data),
+            static_cast<O*>(out.data), C(a.scalar), C(b.scalar), n);
       };
       if (out.dtype == DType::boolean) {
         launch(bool{});
@@ -165,8 +184,6 @@ void binary(const IterShape& shape, const Operand& a, const Operand& b, const Op
       }
     });
   } else {
-    const Operand* ops[3] = {&a, &b, &out};
-    const StridePack<3> p = pack_strides(shape, ops);
     dispatch_compute({&a, &b}, [&](auto tag) {
       using C = decltype(tag);
       binary_strided_kernel<C, F><<<blocks_for(n, kThreads), kThreads, 0, compute_stream()>>>(
@@ -180,8 +197,11 @@ void where(const IterShape& shape, const Operand& cond, const Operand& a, const 
            const Operand& out) {
   const int64_t n = shape.numel();
   if (n == 0) return;
-  const Operand* ops[4] = {&cond, &a, &b, &out};
-  const StridePack<4> p = pack_strides(shape, ops);
+  IterShape cs = shape;
+  Operand c4[4] = {cond, a, b, out};
+  Operand* const all[4] = {&c4[0], &c4[1], &c4[2], &c4[3]};
+  collapse_dims(cs, all, 4);
+  const StridePack<4> p = pack_strides(cs, {&c4[0], &c4[1], &c4[2], &c4[3]});
   dispatch_compute({&a, &b}, [&](auto tag) {
     using C = decltype(tag);
     where_kernel<C><<<blocks_for(n, kThreads), kThreads, 0, compute_stream()>>>(
@@ -203,8 +223,11 @@ void clamp(const void* x, void* y, DType dtype, int64_t n, double lo, double hi)
 void copy(const IterShape& shape, const Operand& src, const Operand& dst) {
   const int64_t n = shape.numel();
   if (n == 0) return;
-  const Operand* ops[2] = {&src, &dst};
-  const StridePack<2> p = pack_strides(shape, ops);
+  IterShape cs = shape;
+  Operand c2[2] = {src, dst};
+  Operand* const all[2] = {&c2[0], &c2[1]};
+  collapse_dims(cs, all, 2);
+  const StridePack<2> p = pack_strides(cs, {&c2[0], &c2[1]});
   const unsigned blocks = blocks_for(n, kThreads);
   if (src.dtype == dst.dtype) {
     switch (dtype_bytes(src.dtype)) {

@@ -61,6 +61,11 @@ enum class RowReduce { sum, max, min };
 // y[r] = reduce(x[r, 0..n)) for contiguous x [rows, n]; x and y share `dtype` (f32, f64, bf16,
 // f16, i32, i64). n == 0 gives 0 for sum (max/min refuse n == 0 in core). NaN propagates.
 void reduce_rows(const void* x, void* y, DType dtype, int64_t rows, int64_t n, RowReduce kind);
+// y[o, c] = reduce(x[o, 0..rows), c]) for contiguous x [outer, rows, cols] (outer <= 65535): a
+// reduction over a run of middle or leading dims (bias gradients, modulation gradients summed over
+// tokens) without transposing x first. rows == 0 gives 0 for sum.
+void reduce_cols(const void* x, void* y, DType dtype, int64_t outer, int64_t rows, int64_t cols,
+                 RowReduce kind);
 // idx[r] = first position of the max (or min) of row r; NaN counts as the max.
 void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int64_t n,
                      bool is_max);
@@ -86,6 +91,11 @@ void layer_norm_forward(const void* x, const void* w, const void* b, void* y, vo
                         void* rstd, DType dtype, int64_t rows, int64_t n, double eps);
 void rms_norm_forward(const void* x, const void* w, void* y, void* rstd, DType dtype,
                       int64_t rows, int64_t n, double eps);
+
+// dx for layer_norm (mean given) or rms_norm (mean null) from x, the optional weight, the forward's
+// statistics (stats dtype) and dy, all contiguous [rows, n] (norm_backward.cu).
+void norm_backward_input(const void* x, const void* w, const void* mean, const void* rstd,
+                         const void* dy, void* dx, DType dtype, int64_t rows, int64_t n);
 
 // -- indexing (index.cu) ------------------------------------------------------------------------
 // For x viewed as contiguous [outer, n, inner] and out [outer, m, inner]; idx has m entries

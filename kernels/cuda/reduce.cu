@@ -9,6 +9,10 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
+
+#include <algorithm>
+#include <stdexcept>
 
 namespace loom::kernels::cuda {
 
@@ -105,7 +109,78 @@ __global__ void arg_reduce_kernel(const T* x, int64_t* idx, int64_t n, bool is_m
   }
 }
 
+// Column reduction of contiguous x [outer, rows, cols] (outer = blockIdx.z): a block of 32 x 8
+// threads covers 32 columns; its 8 row lanes stride over the rows assigned to blockIdx.y and
+// combine through shared memory. With gridDim.y == 1 the block writes y [outer, cols]; otherwise
+// partial [outer, gridDim.y, cols] in the compute type.
+template <class T, class Out>
+__global__ void reduce_cols_kernel(const T* x, Out* out, int64_t rows, int64_t cols,
+                                   RowReduce kind) {
+  x += int64_t(blockIdx.z) * rows * cols;
+  out += int64_t(blockIdx.z) * gridDim.y * cols;
+  using C = typename Compute<T>::type;
+  const int64_t col = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t step = int64_t(gridDim.y) * 8;
+  C acc = C(0);
+  bool have = false;
+  if (col < cols) {
+    for (int64_t r = int64_t(blockIdx.y) * 8 + threadIdx.y; r < rows; r += step) {
+      const C v = to_compute<C>(x[r * cols + col]);
+      acc = have ? combine(acc, v, kind) : v;
+      have = true;
+    }
+  }
+  __shared__ C part[8][33];
+  __shared__ bool has[8][33];
+  part[threadIdx.y][threadIdx.x] = acc;
+  has[threadIdx.y][threadIdx.x] = have;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols) {
+    bool any = false;
+    C total = C(0);
+    for (int j = 0; j < 8; ++j) {
+      if (!has[j][threadIdx.x]) continue;
+      total = any ? combine(total, part[j][threadIdx.x], kind) : part[j][threadIdx.x];
+      any = true;
+    }
+    out[int64_t(blockIdx.y) * cols + col] = from_compute<Out>(total);
+  }
+}
+
 }  // namespace
+
+void reduce_cols(const void* x, void* y, DType dtype, int64_t outer, int64_t rows, int64_t cols,
+                 RowReduce kind) {
+  if (cols == 0 || outer == 0) return;
+  if (outer > 65535) throw std::runtime_error("[cuda] reduce_cols: outer extent above 65535");
+  dispatch_arith(dtype, "reduce_cols", [&](auto tag) {
+    using T = decltype(tag);
+    using C = typename Compute<T>::type;
+    cudaStream_t s = compute_stream();
+    const dim3 block(32, 8);
+    const unsigned col_blocks = unsigned((cols + 31) / 32);
+    // Enough row groups to fill the GPU, each with at least 64 rows of work.
+    const int64_t groups = std::min<int64_t>(
+        std::max<int64_t>((rows + 63) / 64, 1),
+        std::max<int64_t>(1, 2048 / (int64_t(col_blocks) * outer)));
+    const unsigned z = unsigned(outer);
+    if (groups == 1) {
+      reduce_cols_kernel<T, T><<<dim3(col_blocks, 1, z), block, 0, s>>>(
+          static_cast<const T*>(x), static_cast<T*>(y), rows, cols, kind);
+    } else {
+      // Partials in the compute type, reduced by a second pass; the scratch block returns to the
+      // cache at once, which is safe because later work is ordered after it on the stream.
+      C* partial = static_cast<C*>(
+          device_malloc(size_t(outer * groups * cols) * sizeof(C), current_device()));
+      reduce_cols_kernel<T, C><<<dim3(col_blocks, unsigned(groups), z), block, 0, s>>>(
+          static_cast<const T*>(x), partial, rows, cols, kind);
+      reduce_cols_kernel<C, T><<<dim3(col_blocks, 1, z), block, 0, s>>>(
+          partial, static_cast<T*>(y), groups, cols, kind);
+      device_free(partial, current_device());
+    }
+  });
+  check_launch("reduce_cols");
+}
 
 void reduce_rows(const void* x, void* y, DType dtype, int64_t rows, int64_t n, RowReduce kind) {
   if (rows == 0) return;

@@ -68,6 +68,13 @@ void fill(void*, DType, int64_t, double) {
 void reduce_rows(const void*, void*, DType, int64_t, int64_t, RowReduce) {
   no_cuda("reduce_rows");
 }
+void norm_backward_input(const void*, const void*, const void*, const void*, const void*, void*,
+                         DType, int64_t, int64_t) {
+  no_cuda("norm_backward_input");
+}
+void reduce_cols(const void*, void*, DType, int64_t, int64_t, int64_t, RowReduce) {
+  no_cuda("reduce_cols");
+}
 void arg_reduce_rows(const void*, int64_t*, DType, int64_t, int64_t, bool) {
   no_cuda("arg_reduce_rows");
 }

@@ -283,7 +283,8 @@ Tensor GaussianDiffusion::vb_terms(const Tensor& out, const Tensor& x0, const Te
           ln2;
   if (!any_zero) return kl;
   if (!any_positive) return nll;
-  return where(from_vector(is_zero, {int64_t(steps.size())}, DType::boolean), nll, kl);
+  return where(from_vector(is_zero, {int64_t(steps.size())}, DType::boolean).to(kl.device()), nll,
+               kl);
 }
 
 Losses GaussianDiffusion::training_losses(const ModelFn& model, const Tensor& x0, const Tensor& t,

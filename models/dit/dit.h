@@ -33,7 +33,7 @@
 // The label table has a null-class row (index num_classes) only when class_dropout_prob > 0, as in
 // the reference; classifier-free guidance needs it. Misuse throws loom::Error prefixed "[DiT]".
 //
-// Tensor and sequence parallelism (nn::ModelParallel, docs/PARALLEL_TP_SP.md): given a
+// Tensor and sequence parallelism (nn::ModelParallel, docs/PARALLEL.md): given a
 // ModelParallel, attention is split by heads over tp (qkv column-parallel by head, proj
 // row-parallel) and, with Ulysses, over sp; the dense MLP by hidden width over tp (fc1 column,
 // fc2 row). The adaLN modulations, embedders and final layer are replicated; DiT-MoE experts stay

@@ -3,47 +3,17 @@
 #include <cmath>
 
 #include "core/autocast.h"
-#include "core/autograd.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/index.h"
 #include "core/ops/linalg.h"
 #include "core/ops/nn.h"
 #include "core/ops/reduce.h"
 #include "models/nn/init.h"
+#include "parallel/ep_all_to_all.h"
 
 namespace loom::moe {
 
 namespace {
-
-// Splits x along dim 0 into views of the given sizes, as one node whose backward is a single cat.
-// Slicing piece by piece would make every piece's backward allocate a zero tensor of x's full
-// shape (E full-size buffers per stacked weight); here unused pieces just get zero gradients.
-class SplitRowsOp final : public Op {
- public:
-  explicit SplitRowsOp(std::vector<int64_t> sizes) : sizes_(std::move(sizes)) {}
-  const char* name() const override { return "moe_split_rows"; }
-  bool saves_inputs() const override { return false; }
-  std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
-    std::vector<Tensor> pieces;
-    pieces.reserve(sizes_.size());
-    int64_t offset = 0;
-    for (int64_t s : sizes_) {
-      pieces.push_back(in[0].narrow(0, offset, s));
-      offset += s;
-    }
-    return pieces;
-  }
-  std::vector<Tensor> backward(const SavedContext&, const std::vector<Tensor>& g) override {
-    return {cat(g, 0)};
-  }
-
- private:
-  std::vector<int64_t> sizes_;
-};
-
-std::vector<Tensor> split_rows(const Tensor& x, const std::vector<int64_t>& sizes) {
-  return apply<SplitRowsOp>({x}, sizes);
-}
 
 DType router_dtype(DType t) {
   return t == DType::f64 ? DType::f64 : DType::f32;
@@ -60,43 +30,14 @@ MoEConfig resolved(MoEConfig cfg) {
              cfg.shared_hidden);
   LOOM_CHECK(cfg.aux_loss_coef >= 0 && std::isfinite(cfg.aux_loss_coef),
              "[MoELayer] aux_loss_coef must be finite and >= 0, got ", cfg.aux_loss_coef);
+  LOOM_CHECK(cfg.capacity_factor >= 0 && std::isfinite(cfg.capacity_factor),
+             "[MoELayer] capacity_factor must be finite and >= 0 (0 = dropless), got ",
+             cfg.capacity_factor);
   if (cfg.d_ff == 0) cfg.d_ff = 4 * cfg.d_model;
   return cfg;
 }
 
 }  // namespace
-
-ExpertDispatch sort_by_expert(const Tensor& topk_idx, int64_t n_experts) {
-  LOOM_CHECK(topk_idx.defined() && topk_idx.dim() == 2, "[MoELayer] top-k indices must be [N, k]");
-  LOOM_CHECK(topk_idx.dtype() == DType::i64 || topk_idx.dtype() == DType::i32,
-             "[MoELayer] top-k indices must be i64 or i32, got ", dtype_name(topk_idx.dtype()));
-  LOOM_CHECK(n_experts >= 1, "[MoELayer] n_experts must be positive, got ", n_experts);
-  const std::vector<int64_t> idx = topk_idx.to_vector<int64_t>();
-  const int64_t k = topk_idx.size(1), m = int64_t(idx.size());
-  ExpertDispatch d;
-  d.counts.assign(size_t(n_experts), 0);
-  for (int64_t p = 0; p < m; ++p) {
-    const int64_t e = idx[size_t(p)];
-    LOOM_CHECK(e >= 0 && e < n_experts, "[MoELayer] expert id ", e, " at assignment ", p,
-               " is out of range [0, ", n_experts, ")");
-    ++d.counts[size_t(e)];
-  }
-  std::vector<int64_t> next(size_t(n_experts), 0);
-  for (int64_t e = 1; e < n_experts; ++e)
-    next[size_t(e)] = next[size_t(e - 1)] + d.counts[size_t(e - 1)];
-  d.order = empty({m}, DType::i64);
-  d.token = empty({m}, DType::i64);
-  int64_t* order = d.order.data<int64_t>();
-  int64_t* token = d.token.data<int64_t>();
-  for (int64_t p = 0; p < m; ++p) {
-    const int64_t pos = next[size_t(idx[size_t(p)])]++;
-    order[pos] = p;
-    token[pos] = p / k;
-  }
-  d.order = d.order.to(topk_idx.device());
-  d.token = d.token.to(topk_idx.device());
-  return d;
-}
 
 // ---- Router -------------------------------------------------------------------------------------
 
@@ -113,63 +54,45 @@ Tensor Router::forward(const Tensor& x) const {
   return softmax(linear(x.to(t), weight_.to(t)), -1);
 }
 
-// ---- GroupedExperts -----------------------------------------------------------------------------
-
-GroupedExperts::GroupedExperts(int64_t d_model, int64_t d_ff, int64_t n_experts,
-                               Generator& init_gen) {
-  w_gate_ = register_parameter("w_gate", empty({n_experts, d_ff, d_model}));
-  w_up_ = register_parameter("w_up", empty({n_experts, d_ff, d_model}));
-  w_down_ = register_parameter("w_down", empty({n_experts, d_model, d_ff}));
-  // Per-slice init: the fans of the stacked 3-D tensor would mix E into them.
-  for (int64_t e = 0; e < n_experts; ++e) {
-    nn::init::xavier_uniform_(w_gate_.select(0, e), init_gen);
-    nn::init::xavier_uniform_(w_up_.select(0, e), init_gen);
-    nn::init::xavier_uniform_(w_down_.select(0, e), init_gen);
-  }
-}
-
-Tensor GroupedExperts::forward(const Tensor& x_sorted, const std::vector<int64_t>& counts) const {
-  const int64_t n_experts = w_gate_.size(0), d_model = w_gate_.size(2);
-  LOOM_CHECK(int64_t(counts.size()) == n_experts, "[MoELayer] expected ", n_experts,
-             " expert counts, got ", counts.size());
-  int64_t total = 0;
-  for (int64_t c : counts) {
-    LOOM_CHECK(c >= 0, "[MoELayer] negative expert count ", c);
-    total += c;
-  }
-  LOOM_CHECK(x_sorted.dim() == 2 && x_sorted.size(0) == total && x_sorted.size(1) == d_model,
-             "[MoELayer] expected sorted rows [", total, ", ", d_model, "], got ",
-             shape_str(x_sorted.shape()));
-  const std::vector<int64_t> ones(size_t(n_experts), 1);
-  const std::vector<Tensor> xs = split_rows(x_sorted, counts);
-  const std::vector<Tensor> wg = split_rows(w_gate_, ones);
-  const std::vector<Tensor> wu = split_rows(w_up_, ones);
-  const std::vector<Tensor> wd = split_rows(w_down_, ones);
-  std::vector<Tensor> ys;
-  ys.reserve(size_t(n_experts));
-  for (int64_t e = 0; e < n_experts; ++e) {
-    if (counts[size_t(e)] == 0) continue;
-    const Tensor& x = xs[size_t(e)];
-    const Tensor hidden =
-        silu(linear(x, wg[size_t(e)].squeeze(0))) * linear(x, wu[size_t(e)].squeeze(0));
-    ys.push_back(linear(hidden, wd[size_t(e)].squeeze(0)));
-  }
-  return ys.size() == 1 ? ys[0] : cat(ys, 0);
-}
-
 // ---- MoELayer -----------------------------------------------------------------------------------
 
-MoELayer::MoELayer(const MoEConfig& cfg, Generator& init_gen) : cfg_(resolved(cfg)) {
+MoELayer::MoELayer(const MoEConfig& cfg, Generator& init_gen,
+                   std::shared_ptr<parallel::Communicator> ep)
+    : cfg_(resolved(cfg)), ep_(ep && ep->size() > 1 ? std::move(ep) : nullptr) {
   router_ =
       register_module("router", std::make_shared<Router>(cfg_.d_model, cfg_.n_experts, init_gen));
-  experts_ = register_module("experts", std::make_shared<GroupedExperts>(cfg_.d_model, cfg_.d_ff,
-                                                                         cfg_.n_experts, init_gen));
+  experts_ = register_module(
+      "experts",
+      std::make_shared<GroupedExperts>(cfg_.d_model, cfg_.d_ff, cfg_.n_experts, init_gen, ep_));
   if (cfg_.shared_hidden > 0) {
     shared_ = register_module(
         "shared",
         std::make_shared<nn::SwiGLU>(
             nn::SwiGLUConfig{.dim = cfg_.d_model, .hidden_dim = cfg_.shared_hidden}, init_gen));
   }
+}
+
+Tensor MoELayer::run_experts(const Tensor& x_sorted, const std::vector<int64_t>& counts) const {
+  if (!ep_) return experts_->forward(x_sorted, counts);
+  const parallel::ExpertExchange plan = parallel::exchange_expert_counts(counts, ep_);
+  const Tensor received = parallel::expert_dispatch(x_sorted, ep_, plan);
+  return parallel::expert_combine(experts_->forward(received, plan.expert_counts), ep_, plan);
+}
+
+std::vector<double> MoELayer::load_fractions(const std::vector<int64_t>& routed, int64_t n) const {
+  const int64_t n_experts = cfg_.n_experts;
+  std::vector<int64_t> totals = routed;  // counts per expert, then the token count
+  totals.push_back(n);
+  if (ep_ && cfg_.aux_loss_global_counts) {
+    const Tensor t = from_vector(totals, {n_experts + 1});
+    ep_->all_reduce(t, parallel::ReduceOp::sum);
+    totals = t.to_vector<int64_t>();
+  }
+  const double assignments = double(totals.back() * cfg_.top_k);
+  std::vector<double> f(static_cast<size_t>(n_experts));
+  for (int64_t e = 0; e < n_experts; ++e)
+    f[size_t(e)] = double(n_experts) * double(totals[size_t(e)]) / assignments;
+  return f;
 }
 
 MoELayer::Output MoELayer::forward(const Tensor& h) const {
@@ -185,26 +108,28 @@ MoELayer::Output MoELayer::forward(const Tensor& h) const {
 
   const Tensor probs = router_->forward(x);
   const TopK top = topk(probs, k, -1);
-  ExpertDispatch d = sort_by_expert(top.indices, n_experts);
+  const ExpertDispatch d = sort_by_expert(top.indices, n_experts,
+                                          expert_capacity(cfg_.capacity_factor, n, k, n_experts));
 
   const Tensor x_sorted = index_select(x, 0, d.token);
   const Tensor weight_sorted = index_select(top.values.reshape({n * k}), 0, d.order).to(h.dtype());
-  const Tensor y_sorted = experts_->forward(x_sorted, d.counts) * weight_sorted.unsqueeze(1);
+  const Tensor y_sorted = run_experts(x_sorted, d.counts) * weight_sorted.unsqueeze(1);
   // The shared expert's output doubles as the accumulator of the routed contributions.
   // Accumulated in the input's dtype (f32 under autocast, whose expert matmuls answer in bf16).
-  const Tensor base = shared_ ? shared_->forward(x).to(h.dtype())
-                              : zeros({n, cfg_.d_model}, h.dtype(), h.device());
+  const Tensor base =
+      shared_ ? shared_->forward(x).to(h.dtype()) : zeros({n, cfg_.d_model}, h.dtype(), h.device());
 
+  std::vector<int64_t> routed = d.counts;
+  for (size_t e = 0; e < routed.size(); ++e) routed[e] += d.dropped[e];
   Output out;
   out.y = index_add(base, 0, d.token, y_sorted.to(h.dtype())).reshape(h.shape());
   if (is_training()) {
-    std::vector<double> f(static_cast<size_t>(n_experts));
-    for (int64_t e = 0; e < n_experts; ++e)
-      f[size_t(e)] = double(n_experts) * double(d.counts[size_t(e)]) / double(n * k);
-    const Tensor load = from_vector(f, {n_experts}, probs.dtype()).to(probs.device());
+    const Tensor load =
+        from_vector(load_fractions(routed, n), {n_experts}, probs.dtype()).to(probs.device());
     out.aux_loss = sum(mean(probs, {0}) * load) * cfg_.aux_loss_coef;
   }
-  out.expert_counts = from_vector(d.counts, {n_experts});
+  out.expert_counts = from_vector(routed, {n_experts});
+  out.dropped = from_vector(d.dropped, {n_experts});
   return out;
 }
 

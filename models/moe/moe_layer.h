@@ -5,7 +5,10 @@
 //   s = softmax(h W_r^T) over the E routed experts, computed in fp32 (fp64 for fp64 inputs);
 //   (w, idx) = topk(s, k), no renormalization (the k weights of a token sum to < 1);
 //   y = sum_{j in idx} s_j E_j(h) + Shared(h),  E_j(x) = (SiLU(x Wg_j^T) * (x Wu_j^T)) Wd_j^T.
-// There is no capacity limit, token dropping or router noise.
+// There is no router noise. By default there is no capacity limit (dropless, as the reference);
+// capacity_factor > 0 keeps at most ceil(capacity_factor * N k / E) assignments per expert, in
+// token order (expert_dispatch.h), and a dropped assignment adds nothing to y (its weight is not
+// given to the token's other experts).
 //
 // Dispatch sorts the N*k (token, slot) assignments by expert id (a stable counting sort on the
 // host; top-k indices carry no gradient), gathers the token rows into expert-contiguous order,
@@ -13,34 +16,50 @@
 // routing weights and index_adds them back onto the shared expert's output (or zeros). Equal
 // assignments therefore meet in a fixed order, so results do not depend on the thread count.
 //
+// Expert parallelism (docs/EXPERT_PARALLEL.md). Given an ep group of P > 1 ranks, each rank holds
+// the experts [r E/P, (r+1) E/P) (GroupedExperts); router, shared expert and everything else are
+// replicated. Between the sort and the weighting, the expert-sorted rows travel to the ranks that
+// hold their experts and back (parallel/ep_all_to_all.h), so every rank's y is the single-rank
+// layer's y for its own tokens. forward is then collective over ep: every rank of the group calls
+// it (and backward) in the same order, with its own tokens (any N >= 1, zero received rows
+// included). Without a group, or with a group of one rank, this is the single-rank layer.
+//
 // Parameters (checkpoint and optimizer names):
 //   router.weight     [E, D]      kaiming_uniform(a = sqrt(5)): U(-1/sqrt(D), 1/sqrt(D))
-//   experts.w_gate    [E, F, D]   each expert's [F, D] slice Xavier-uniform, as nn.Linear(D -> F)
-//   experts.w_up      [E, F, D]   same
-//   experts.w_down    [E, D, F]   each [D, F] slice Xavier-uniform, as nn.Linear(F -> D)
+//   experts.w_gate    [E, F, D]   GroupedExperts (grouped_experts.h); [E/P, ...] under ep
+//   experts.w_up      [E, F, D]
+//   experts.w_down    [E, D, F]
 //   shared.{gate_proj,up_proj,down_proj}.weight   nn::SwiGLU(D, shared_hidden), when enabled
 // Experts are stored stacked along dim 0 so a grouped GEMM or expert-parallel sharding can slice
 // them. Draw order from the init generator: router, then expert 0's gate, up, down slices, expert
-// 1's, ..., then the shared expert.
+// 1's, ..., then the shared expert (also under ep, so every ep size starts from the same model).
 //
 // Gradients of the stacked expert weights: after a backward through a forward with N >= 1 tokens
-// the gradients of w_gate/w_up/w_down are always defined (whole [E, ...] tensors); the slices of
+// the gradients of w_gate/w_up/w_down are always defined (whole local stacks); the slices of
 // experts that received no token in that forward are exactly zero. (PyTorch's DiT-MoE training
-// path calls such an expert on an empty batch, which gives the same zero gradients.)
+// path calls such an expert on an empty batch, which gives the same zero gradients.) Under ep an
+// expert slice's gradient is the gradient of the ep group's mean loss (grouped_experts.h).
 //
 // Balance loss (training mode only, per layer): with c_i = count_i / (N k) the fraction of the
-// assignments that went to expert i, f_i = E c_i (a constant) and P_i = mean over tokens of s_i,
+// assignments that went to expert i (before any capacity drop), f_i = E c_i (a constant) and
+// P_i = mean over tokens of s_i,
 //   aux_loss = alpha * sum_i f_i P_i,
 // differentiable through P only. It equals alpha exactly when the router is uniform. The trainer
 // adds every layer's aux_loss to the diffusion loss (not averaged over layers) and logs the
-// diffusion loss without it.
+// diffusion loss without it. Counts and N are this rank's by default; with
+// aux_loss_global_counts and an ep group they are summed over the ep group (one all-reduce) while
+// P stays this rank's, so the mean of the ranks' aux_loss is the balance loss of the group's whole
+// batch when the ranks hold equally many tokens.
 #include <memory>
 #include <vector>
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "models/moe/expert_dispatch.h"
+#include "models/moe/grouped_experts.h"
 #include "models/nn/module.h"
 #include "models/nn/swiglu.h"
+#include "parallel/communicator.h"
 
 namespace loom::moe {
 
@@ -53,20 +72,12 @@ struct MoEConfig {
   // 0 = no shared expert.
   int64_t shared_hidden = 0;
   double aux_loss_coef = 0.01;  // alpha of the balance loss
+  // Assignments an expert keeps per forward: ceil(capacity_factor * N k / E) of this rank's N
+  // tokens, the rest dropped in token order; 0 = no limit (dropless, the reference).
+  double capacity_factor = 0;
+  // Balance loss from the counts of the whole ep group instead of this rank's (see above).
+  bool aux_loss_global_counts = false;
 };
-
-// The (token, slot) assignments of one forward, sorted by expert id. Assignment p = n * k + j is
-// slot j of token n. The sort is stable: within an expert, assignments keep increasing p.
-struct ExpertDispatch {
-  Tensor order;  // i64 [N*k]: assignment p at each sorted position
-  Tensor token;  // i64 [N*k]: order / k, the token row of each sorted position
-  std::vector<int64_t>
-      counts;  // [E]: assignments per expert (sorted rows of expert e follow e-1's)
-};
-
-// Sorts top-k expert ids idx (i64 or i32 [N, k], values in [0, n_experts)) by expert. Host-side;
-// throws for an id out of range.
-ExpertDispatch sort_by_expert(const Tensor& topk_idx, int64_t n_experts);
 
 // Router: probabilities s = softmax(x W_r^T) [N, E] of x [N, D], in f32 (f64 when x is f64).
 class Router : public nn::Module {
@@ -79,34 +90,24 @@ class Router : public nn::Module {
   Tensor weight_;
 };
 
-// E SwiGLU experts with stacked weights, applied to rows already sorted by expert.
-class GroupedExperts : public nn::Module {
- public:
-  GroupedExperts(int64_t d_model, int64_t d_ff, int64_t n_experts, Generator& init_gen);
-  // x_sorted [M, D] with counts[e] consecutive rows for expert e (sum(counts) == M) -> [M, D]:
-  // row r of expert e becomes E_e(x_sorted[r]). Experts with count 0 are not run.
-  Tensor forward(const Tensor& x_sorted, const std::vector<int64_t>& counts) const;
-  const Tensor& w_gate() const { return w_gate_; }  // [E, F, D]
-  const Tensor& w_up() const { return w_up_; }      // [E, F, D]
-  const Tensor& w_down() const { return w_down_; }  // [E, D, F]
-
- private:
-  Tensor w_gate_, w_up_, w_down_;
-};
-
 class MoELayer : public nn::Module {
  public:
-  // Throws loom::Error for a non-positive d_model or n_experts, top_k outside [1, E], a negative
-  // d_ff or shared_hidden, or a negative aux_loss_coef.
-  MoELayer(const MoEConfig& cfg, Generator& init_gen);
+  // ep: the expert-parallel group (ParallelGrid::ep()); null for the single-rank layer. Throws
+  // loom::Error for a non-positive d_model or n_experts, top_k outside [1, E], a negative d_ff,
+  // shared_hidden, aux_loss_coef or capacity_factor, or an ep size that does not divide E.
+  // Construction does not communicate.
+  MoELayer(const MoEConfig& cfg, Generator& init_gen,
+           std::shared_ptr<parallel::Communicator> ep = nullptr);
 
   struct Output {
     Tensor y;              // [.., D], same shape and dtype as h
     Tensor aux_loss;       // scalar (router dtype), defined only in training mode (is_training())
-    Tensor expert_counts;  // i64 [E]: (token, slot) assignments per expert in this call
+    Tensor expert_counts;  // i64 [E]: this rank's (token, slot) assignments per expert, routed
+    Tensor dropped;        // i64 [E]: of those, the ones over capacity (zeros when dropless)
   };
   // h [B, T, D] or [N, D] (any rank >= 2, leading dims flattened into N >= 1 tokens), of the
-  // parameters' dtype. Throws for another last dim, rank or dtype, or no tokens.
+  // parameters' dtype. Throws for another last dim, rank or dtype, or no tokens. Collective over
+  // the ep group when there is one.
   Output forward(const Tensor& h) const;
 
   // The config with d_ff resolved (4 * d_model when given as 0).
@@ -114,9 +115,18 @@ class MoELayer : public nn::Module {
   Router& router() const { return *router_; }
   GroupedExperts& experts() const { return *experts_; }
   nn::SwiGLU* shared() const { return shared_.get(); }  // nullptr without a shared expert
+  // The ep group when it has more than one rank, else null.
+  const std::shared_ptr<parallel::Communicator>& ep() const { return ep_; }
 
  private:
+  // Routed expert outputs [M, D] of x_sorted [M, D] (rows sorted by expert, counts[e] of expert
+  // e), through the ep exchange when there is one.
+  Tensor run_experts(const Tensor& x_sorted, const std::vector<int64_t>& counts) const;
+  // f_i = E c_i of the balance loss from this rank's routed counts and tokens (or the group's).
+  std::vector<double> load_fractions(const std::vector<int64_t>& routed, int64_t n) const;
+
   MoEConfig cfg_;
+  std::shared_ptr<parallel::Communicator> ep_;
   std::shared_ptr<Router> router_;
   std::shared_ptr<GroupedExperts> experts_;
   std::shared_ptr<nn::SwiGLU> shared_;

@@ -1,5 +1,6 @@
 #include "models/nn/attention.h"
 
+#include "core/ops/index.h"
 #include "core/ops/nn.h"
 
 namespace loom::nn {
@@ -29,9 +30,10 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& mask) const {
   LOOM_CHECK(!mask.defined() || mask.dtype() == DType::boolean,
              "[MultiHeadAttention] mask must be bool, got ", dtype_name(mask.dtype()));
   const int64_t B = x.size(0), T = x.size(1);
-  const Tensor qkv = qkv_->forward(x).view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4});
+  const std::vector<Tensor> q_k_v =
+      unbind(qkv_->forward(x).view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4}), 0);
   const Tensor o =
-      scaled_dot_product_attention(qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2), mask);
+      scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], mask);
   return proj_->forward(o.transpose(1, 2).reshape({B, T, D}));
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 // ModelParallel: the groups a model is split over inside one data-parallel replica, and the two
-// rules that keep every rank's gradients exact (docs/PARALLEL_TP_SP.md).
+// rules that keep every rank's gradients exact (docs/PARALLEL.md).
 //
 //   tp                 tensor parallelism (Megatron): attention heads and MLP hidden units are
 //                      split over tp (parallel_linear.h, parallel_attention.h, parallel_mlp.h).

@@ -1,5 +1,6 @@
 #include "models/nn/parallel_attention.h"
 
+#include "core/ops/index.h"
 #include "core/ops/nn.h"
 #include "parallel/sp_collectives.h"
 
@@ -31,8 +32,8 @@ Tensor ParallelAttention::forward(const Tensor& x) const {
   const int64_t B = qkv.size(0);
   qkv = qkv.view({B, qkv.size(1), 3, heads, hd});
   if (ulysses) qkv = parallel::all_to_all_along(qkv, parallel_.sp, 3, 1);
-  qkv = qkv.permute({2, 0, 3, 1, 4});  // [3, B, h, T, hd]
-  Tensor o = scaled_dot_product_attention(qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2));
+  const std::vector<Tensor> q_k_v = unbind(qkv.permute({2, 0, 3, 1, 4}), 0);  // 3 x [B, h, T, hd]
+  Tensor o = scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2]);
   if (ulysses) o = parallel::all_to_all_along(o, parallel_.sp, 2, 1);  // [B, H/P, T/Q, hd]
   return proj_->forward(o.transpose(1, 2).reshape({B, o.size(2), heads * hd}));
 }

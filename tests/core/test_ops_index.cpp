@@ -416,3 +416,25 @@ TEST(TopK, Errors) {
 }
 
 }  // namespace loom
+
+namespace loom {
+namespace {
+
+// unbind gives the select views, and its gradient (built in the input's layout) matches finite
+// differences, for a plain and a permuted input, including an unused slice.
+TEST(Unbind, ViewsAndGradient) {
+  const Tensor x = testing::uniform({3, 4, 5});
+  const std::vector<Tensor> parts = unbind(x, 1);
+  ASSERT_EQ(parts.size(), 4u);
+  EXPECT_TRUE(testing::allclose(parts[2], x.select(1, 2), 0, 0));
+  EXPECT_TRUE(testing::gradcheck(
+      [](const std::vector<Tensor>& v) {
+        const std::vector<Tensor> p = unbind(v[0].permute({2, 0, 1}), 0);
+        return p[0] * p[1] + p[4] * 3.0;
+      },
+      {x}));
+  testing::expect_error([] { unbind(zeros({2, 0}), 1); }, "[unbind] dim 1");
+}
+
+}  // namespace
+}  // namespace loom

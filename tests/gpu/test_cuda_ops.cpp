@@ -150,6 +150,8 @@ TEST_F(Cuda, ReductionsMatchCpu) {
     expect_twin_both("sum last " + tag, [](auto& v) { return sum(v[0], {-1}); }, {x});
     expect_twin_both("mean first " + tag, [](auto& v) { return mean(v[0], {0}, true); }, {x});
     expect_twin_both("amax " + tag, [](auto& v) { return amax(v[0], {-1}); }, {x});
+    if (shape.size() == 3)
+      expect_twin_both("sum middle " + tag, [](auto& v) { return sum(v[0], {1}); }, {x});
     expect_twin_both("amin " + tag, [](auto& v) { return amin(v[0], {0}); }, {x});
     expect_twin_both("var " + tag, [](auto& v) { return var(v[0], {-1}); }, {x});
     expect_twin_both("logsumexp " + tag, [](auto& v) { return logsumexp(v[0], {-1}); }, {x});
@@ -211,6 +213,12 @@ TEST_F(Cuda, IndexingMatchesCpu) {
   expect_twin_both("scatter_add",
                    [&](auto& v) { return scatter_add(v[0], 1, v[1], v[2]); },
                    {x, gidx, uniform({6, 4, 7}, -1, 1, 43)});
+  expect_twin_both("unbind of a permuted view",
+                   [](auto& v) {
+                     const std::vector<Tensor> parts = unbind(v[0].permute({2, 0, 1}), 0);
+                     return parts[0] * 2.0 + parts[1] * parts[3] - parts[6];
+                   },
+                   {x});
   const Tensor table = uniform({11, 13}, -1, 1, 44);
   const Tensor labels = from_vector<int64_t>({3, 10, 0, 3, 3}, {5});
   expect_twin_both("embedding", [&](auto& v) { return embedding(v[1], v[0]); }, {table, labels});

@@ -118,7 +118,7 @@ inline std::vector<ParamGroupSpec> muon_adamw_groups() {
           {.name = "adamw", .optimizer = "adamw", .lr = 1e-3, .weight_decay = 0.01}};
 }
 
-constexpr MuonConfig kMuon{.lr = 0.02, .momentum = 0.9, .weight_decay = 0.05};
-constexpr AdamWConfig kAdamW{.lr = 3e-3, .beta1 = 0.8, .beta2 = 0.95, .weight_decay = 0.1};
+const MuonConfig kMuon{.lr = 0.02, .momentum = 0.9, .weight_decay = 0.05};
+const AdamWConfig kAdamW{.lr = 3e-3, .beta1 = 0.8, .beta2 = 0.95, .weight_decay = 0.1};
 
 }  // namespace loom::optim::sharded_testing

@@ -371,7 +371,7 @@ TEST(Muon, CheckpointResumeContinuesBitIdentically) {
   for (int s = 0; s < 3; ++s) step_with(*opt, ps, s);
 
   trainer::CheckpointContents saved;
-  trainer::save_optimizer_state(*opt, names_of(ps), &saved);
+  trainer::save_optimizer_state(*opt, names_of(ps), trainer::ParamShards(), &saved);
   for (const Tensor& p : ps) saved.model.emplace_back(p.name(), p);
   std::vector<std::string> keys;
   for (const auto& [k, t] : saved.optimizer) keys.push_back(k);
@@ -397,7 +397,7 @@ TEST(Muon, CheckpointResumeContinuesBitIdentically) {
   };
   const std::vector<Tensor> resumed = fresh_params(), cold = fresh_params();
   auto resumed_opt = make_multi(resumed), cold_opt = make_multi(cold);
-  trainer::load_optimizer_state(*resumed_opt, names_of(resumed), loaded);
+  trainer::load_optimizer_state(*resumed_opt, names_of(resumed), trainer::ParamShards(), loaded);
 
   for (int s = 3; s < 5; ++s) {
     step_with(*opt, ps, s);

@@ -49,7 +49,7 @@ TEST(StateDict, MatchesTheTrainersCheckpointEntries) {
   MultiOptimizer opt(ps, muon_adamw_groups(), 1e-3);
   for (int s = 0; s < 2; ++s) step_with(opt, s);
   trainer::CheckpointContents ckpt;
-  trainer::save_optimizer_state(opt, names_of(ps), &ckpt);
+  trainer::save_optimizer_state(opt, names_of(ps), trainer::ParamShards(), &ckpt);
   EXPECT_TRUE(same_state(state_dict(opt, names_of(ps)), {ckpt.optimizer, ckpt.counters}));
 }
 

@@ -3,7 +3,7 @@
 // (relative to the reference), and every tensor of the newest checkpoints' models element-wise
 // within PARAM_ATOL. Prints the per-step losses and the largest parameter difference; exits 0 when
 // both hold, 1 otherwise (with the reason), 2 for a usage error or an unreadable run.
-// Used by tests/trainer/dp_equivalence.sh.
+// Used by tests/trainer/parallel_equivalence.sh.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>

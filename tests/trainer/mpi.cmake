@@ -1,19 +1,23 @@
-# Multi-rank tests of the trainer (included by tests/CMakeLists.txt): data parallelism through
-# the real CLI under mpirun, against one process (dp_equivalence.sh) and when the job goes wrong
-# (dp_failures.sh). Each script says what it checks and ends with PASS or FAIL.
+# Multi-rank tests of the trainer (included by tests/CMakeLists.txt): every parallel layout through
+# the real CLI under mpirun, against one process (parallel_equivalence.sh), and data-parallel jobs
+# that go wrong (dp_failures.sh). Each script says what it checks and ends with PASS or FAIL.
 add_executable(trainer_compare_runs trainer/compare_runs.cpp)
 target_link_libraries(trainer_compare_runs PRIVATE loom)
 
 set(loom_dp_recipe ${CMAKE_CURRENT_SOURCE_DIR}/trainer/tiny_synthetic.toml)
 set(loom_dp_env "LOOM_MPIRUN=${loom_mpirun_str};LOOM_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
-foreach(scenario_np dp2:2 dp4:4 dp2_accum2:2 classifier_dp2:2 resume_dp2_dp4:4)
+# scenario:ranks (the largest number of ranks the scenario starts at once).
+foreach(scenario_np dp2:2 dp4:4 dp2_accum2:2 classifier_dp2:2 resume_dp2_dp4:4 tp2:2 tp2_seqpar:2
+                    sp2:2 dp2_tp2:4 tp2_sp2:4 muon_dp2_tp2:4 zero1_adamw_dp2:2 zero1_muon_dp2_tp2:4
+                    resume_dp2tp2_np1:4 resume_np1_dp2tp2:4 resume_zero1_dp2:2)
   string(REPLACE ":" ";" pair ${scenario_np})
   list(GET pair 0 scenario)
   list(GET pair 1 np)
-  add_test(NAME trainer/dp_equivalence_${scenario}
-           COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/trainer/dp_equivalence.sh $<TARGET_FILE:loom_cli>
-                   $<TARGET_FILE:trainer_compare_runs> ${loom_dp_recipe} ${scenario})
-  set_tests_properties(trainer/dp_equivalence_${scenario} PROPERTIES
+  add_test(NAME trainer/parallel_equivalence_${scenario}
+           COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/trainer/parallel_equivalence.sh
+                   $<TARGET_FILE:loom_cli> $<TARGET_FILE:trainer_compare_runs> ${loom_dp_recipe}
+                   ${scenario})
+  set_tests_properties(trainer/parallel_equivalence_${scenario} PROPERTIES
                        TIMEOUT 120 PROCESSORS ${np} ENVIRONMENT "${loom_dp_env}")
 endforeach()
 foreach(case bad_grid mismatch killed_rank)

@@ -1,5 +1,6 @@
-// The recipe's parallel layout checked against the launch (trainer/parallel_plan.h): each
-// inconsistency names its key, and layouts not yet wired into the trainer are refused.
+// The recipe's parallel layout checked against the launch and the model
+// (trainer/parallel_plan.h): each inconsistency names its key, and expert parallelism, not yet
+// wired into the trainer, is refused.
 #include "testing.h"
 #include "trainer/parallel_plan.h"
 
@@ -9,7 +10,8 @@ namespace {
 Recipe recipe(const std::vector<std::string>& overrides) {
   return Recipe::from_string("[train]\nbatch_size = 8\n", "p.toml", overrides);
 }
-const ModelSplits kDit{.num_heads = 4, .num_experts = 4};
+const ModelSplits kDit{.num_heads = 4, .num_experts = 4, .mlp_hidden = 0, .num_tokens = 16};
+const ModelSplits kDense{.num_heads = 4, .num_experts = 0, .mlp_hidden = 128, .num_tokens = 16};
 }  // namespace
 
 TEST(ParallelPlan, SplitsTheGlobalBatchOverRanksAndMicroBatches) {
@@ -61,16 +63,63 @@ TEST(ParallelPlan, HeadsAndExpertsMustSplitEvenly) {
       {"parallel.ep: ", "model.num_experts = 0"});
 }
 
-TEST(ParallelPlan, LayoutsNotYetWiredAreRefused) {
-  testing::expect_error([] { parallel_plan_from_recipe(recipe({"parallel.tp=2"}), 2, kDit); },
-                        {"parallel.tp: parallel.tp = 2: ", "not yet wired into the trainer"});
-  testing::expect_error([] { parallel_plan_from_recipe(recipe({"parallel.sp=2"}), 2, kDit); },
-                        {"parallel.sp: ", "not yet wired into the trainer"});
+TEST(ParallelPlan, TensorAndSequenceLayoutsAreAccepted) {
+  const ParallelPlan tp = parallel_plan_from_recipe(recipe({"parallel.tp=2"}), 2, kDense);
+  EXPECT_EQ(tp.grid.dp, 1);
+  EXPECT_EQ(tp.grid.tp, 2);
+  EXPECT_EQ(tp.micro_batch, 8);  // every rank of a replica sees the replica's whole batch
+  EXPECT_FALSE(tp.sequence_parallel);
+  const ParallelPlan mixed = parallel_plan_from_recipe(
+      recipe({"parallel.dp=2", "parallel.tp=2", "parallel.sequence_parallel=true",
+              "optim.shard_state=true"}),
+      4, kDit);
+  EXPECT_EQ(mixed.grid.dp, 2);
+  EXPECT_EQ(mixed.micro_batch, 4);
+  EXPECT_TRUE(mixed.sequence_parallel);
+  EXPECT_TRUE(mixed.shard_optimizer_state);
+  const ParallelPlan tpsp = parallel_plan_from_recipe(
+      recipe({"parallel.tp=2", "parallel.sp=2", "parallel.sequence_parallel=true"}), 4, kDense);
+  EXPECT_EQ(tpsp.grid.sp, 2);
+}
+
+TEST(ParallelPlan, MlpWidthAndTokensMustSplitEvenly) {
+  testing::expect_error(
+      [] {
+        parallel_plan_from_recipe(recipe({"parallel.tp=4"}), 4,
+                                  {.num_heads = 4, .mlp_hidden = 6, .num_tokens = 16});
+      },
+      {"parallel.tp: ", "parallel.tp = 4 must divide the MLP width", "= 6"});
+  // MoE experts are not split by tp: no MLP width to check.
+  EXPECT_NO_THROW(parallel_plan_from_recipe(recipe({"parallel.tp=4"}), 4,
+                                            {.num_heads = 4, .num_experts = 4, .num_tokens = 16}));
+  testing::expect_error(
+      [] {
+        parallel_plan_from_recipe(recipe({"parallel.sp=2"}), 2,
+                                  {.num_heads = 4, .num_experts = 4, .num_tokens = 49});
+      },
+      {"parallel.sp: ", "the 49 tokens", "must split evenly over parallel.sp = 2 ranks"});
+  testing::expect_error(
+      [] {
+        parallel_plan_from_recipe(recipe({"parallel.tp=2", "parallel.sequence_parallel=true"}), 2,
+                                  {.num_heads = 4, .num_experts = 4, .num_tokens = 9});
+      },
+      {"parallel.sequence_parallel: ", "the 9 tokens", "parallel.sp * parallel.tp = 2 ranks"});
+  // Without sequence parallelism tp does not split the tokens.
+  EXPECT_NO_THROW(parallel_plan_from_recipe(recipe({"parallel.tp=2"}), 2,
+                                            {.num_heads = 4, .num_experts = 4, .num_tokens = 9}));
+}
+
+TEST(ParallelPlan, ExpertParallelismAndSplittingTheClassifierAreRefused) {
   testing::expect_error(
       [] {
         parallel_plan_from_recipe(recipe({"parallel.dp=2", "parallel.ep=2"}), 2, kDit);
       },
-      {"parallel.ep: ", "not yet wired into the trainer"});
+      {"parallel.ep: parallel.ep = 2: expert parallelism is not wired into the trainer yet",
+       "set parallel.ep = 1"});
+  testing::expect_error([] { parallel_plan_from_recipe(recipe({"parallel.tp=2"}), 2, {}); },
+                        {"parallel.tp: ", "no attention heads or tokens to split"});
+  testing::expect_error([] { parallel_plan_from_recipe(recipe({"parallel.sp=2"}), 2, {}); },
+                        {"parallel.sp: ", "use parallel.dp only"});
 }
 
 }  // namespace loom::trainer

@@ -121,7 +121,7 @@ TEST_F(RecipeTest, EveryRecipeFileLoadsAndRoundTrips) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir))
     if (e.path().extension() == ".toml") files.push_back(e.path());
-  EXPECT_GE(files.size(), 7u) << dir;
+  EXPECT_GE(files.size(), 9u) << dir;
   for (const fs::path& file : files) {
     SCOPED_TRACE(file.string());
     Recipe r = Recipe::from_string("", "x");
@@ -133,6 +133,10 @@ TEST_F(RecipeTest, EveryRecipeFileLoadsAndRoundTrips) {
   const auto load = [&](const char* name) { return Recipe::load((dir / name).string()); };
   EXPECT_EQ(load("fmnist_dit_moe.toml").hash(), Recipe::from_string("", "defaults").hash())
       << "fmnist_dit_moe.toml should spell out the defaults";
+  EXPECT_EQ(load("fmnist_dit_muon.toml").hash(), load("fmnist_dit_moe.toml").hash())
+      << "fmnist_dit_muon.toml should be the main job with its optimizer written out";
+  EXPECT_EQ(load("fmnist_dit_muon.toml").get_string("optim.name"), "muon");
+  EXPECT_EQ(load("fmnist_dit_adamw.toml").get_string("optim.name"), "adamw");
   EXPECT_EQ(load("fmnist_dit.toml").get_int("model.num_experts"), 0);
   const Recipe classifier = load("fmnist_classifier.toml");
   EXPECT_EQ(classifier.get_string("task"), "classifier");
@@ -214,7 +218,8 @@ TEST_F(RecipeTest, UnknownKeysSuggestTheClosestAndListTheSection) {
                           "accepts: task, [model]"));
   // Nothing close: no guess, just the accepted keys.
   EXPECT_EQ(load_error("[parallel]\nwarp_size = 32\n"),
-            "R:2: parallel.warp_size: unknown key; [parallel] accepts: dp, tp, sp, ep, bucket_mb");
+            "R:2: parallel.warp_size: unknown key; [parallel] accepts: dp, tp, sp, "
+            "sequence_parallel, ep, bucket_mb");
   // A dotted key inside a section stays in that section.
   EXPECT_TRUE(starts_with(load_error("[data]\nhflip = true\nparallel.dp = 2\n"),
                           "R:3: data.parallel: unknown key; did you mean [parallel]? [data] "
@@ -312,7 +317,7 @@ TEST_F(RecipeTest, BadOverridesNameTheOverride) {
                           "you mean train.steps? [train] accepts: steps,"));
   EXPECT_EQ(err("parallel.pp=2"),
             "--set parallel.pp=2: parallel.pp: unknown key; did you mean parallel.dp? "
-            "[parallel] accepts: dp, tp, sp, ep, bucket_mb");
+            "[parallel] accepts: dp, tp, sp, sequence_parallel, ep, bucket_mb");
   EXPECT_EQ(err("train.steps=abc"),
             "--set train.steps=abc: train.steps: expected integer, got 'abc'");
   EXPECT_EQ(err("train.steps=\"5\""),

@@ -25,7 +25,8 @@ TEST(RecipesBuild, NamedConfigsHaveThePaperParameterCounts) {
 }
 
 TEST(RecipesBuild, FashionMnistRecipesBuildTheirModelsAndData) {
-  for (const char* name : {"fmnist_dit_moe.toml", "fmnist_dit.toml", "fmnist_dit_adamw.toml"}) {
+  for (const char* name : {"fmnist_dit_moe.toml", "fmnist_dit.toml", "fmnist_dit_adamw.toml",
+                           "fmnist_dit_muon.toml"}) {
     const Recipe r = load(name);
     const dit::DiTConfig cfg = dit_config_from_recipe(r);
     Generator gen(0);

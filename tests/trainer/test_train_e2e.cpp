@@ -1,10 +1,12 @@
 // End-to-end runs of `loom train` on a tiny synthetic job: resume equality, refusal to overwrite
 // a run, interruption, classifier training, and the checkpoint commands.
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "core/safetensors.h"
 #include "testing.h"
 #include "trainer/commands.h"
 #include "trainer/output/metrics.h"
@@ -71,6 +73,26 @@ TEST(TrainE2E, FreshRunRefusesADirWithCheckpoints) {
                      {.out_dir = temp_dir("none"), .resume = true}, log),
                Error);
   fs::remove_all(dir);
+}
+
+TEST(TrainE2E, NonFiniteStepsAreSkippedThenTheRunStops) {
+  // Images that are all NaN: every step's loss is non-finite.
+  const std::string dir = temp_dir("nan"), data = dir + "_latents.safetensors";
+  save_safetensors(
+      data, {{"latents", full({16, 1, 8, 8}, std::nan(""))}, {"labels", zeros({16}, DType::i64)}});
+  std::ostringstream log;
+  const Recipe r = Recipe::from_string(
+      tiny_recipe(10), "nan.toml",
+      {"data.source=\"latents\"", "data.path=\"" + data + "\"", "train.max_nonfinite_steps=3"});
+  testing::expect_error([&] { train(r, {.out_dir = dir}, log); },
+                        {"3 steps in a row had a non-finite gradient or loss (steps 1 to 3)",
+                         "train.max_nonfinite_steps = 3: lower optim.lr"});
+  for (const char* line : {"warning: step 1: non-finite loss; update skipped (1 in a row)",
+                           "warning: step 2: non-finite loss; update skipped (2 in a row)",
+                           "warning: step 3: non-finite loss; update skipped (3 in a row)"})
+    EXPECT_NE(log.str().find(line), std::string::npos) << line << "\n" << log.str();
+  fs::remove_all(dir);
+  fs::remove(data);
 }
 
 TEST(TrainE2E, StopRequestWritesACheckpointAndReturns) {

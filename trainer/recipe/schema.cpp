@@ -176,6 +176,12 @@ std::vector<KeySpec> make_schema() {
              "experts (each expert a matrix of its own) and the blocks' adaLN linears."),
       number("optim.adamw_lr", "1e-2", -1, 100,
              "Peak learning rate of the AdamW group when name = \"muon\"; -1 = optim.lr."),
+      boolean("optim.shard_state", "false",
+              "ZeRO-1: shard the optimizer state over the parallel.dp ranks. Each parameter (each "
+              "expert matrix for Muon) has one owner rank, balanced by size (by Newton-Schulz "
+              "FLOPs for Muon: distributed Muon), that keeps its state and computes its update; "
+              "one all-gather per step hands every rank the new values. Same results as "
+              "unsharded; optimizer memory per rank divided by about dp. No effect with dp = 1."),
 
       // -- sample --
       string("sample.sampler", "ddim", {"ddpm", "ddim", "euler"},
@@ -202,11 +208,18 @@ std::vector<KeySpec> make_schema() {
       integer("parallel.dp", "1", 1, 65536,
               "Data-parallel replicas; dp * tp * sp must equal the number of ranks."),
       integer("parallel.tp", "1", 1, 1024,
-              "Tensor-parallel ranks splitting attention heads and MLP widths (not yet wired "
-              "into the trainer: must be 1)."),
+              "Tensor-parallel ranks (Megatron) inside each data-parallel replica: attention "
+              "heads and dense MLP widths are split over them (MoE experts stay replicated). "
+              "tp * sp divides model.num_heads; tp divides the dense MLP width."),
       integer("parallel.sp", "1", 1, 1024,
-              "Sequence-parallel ranks splitting the tokens (not yet wired into the trainer: "
-              "must be 1)."),
+              "Ulysses sequence-parallel ranks inside each replica: each holds 1/sp of the tokens, "
+              "and all-to-alls trade token shards for head shards around attention. Divides the "
+              "token count (input_size / patch_size)^2."),
+      boolean("parallel.sequence_parallel", "false",
+              "Megatron sequence parallelism on the tp group: the norms, modulation and residual "
+              "adds between the tensor-parallel layers hold 1/tp of the tokens instead of "
+              "repeating the same work on every tp rank; the token count must divide by sp * tp. "
+              "No effect with tp = 1."),
       integer("parallel.ep", "1", 1, 65536,
               "Expert-parallel ranks (a split of the dp ranks) sharing out the routed experts; "
               "divides parallel.dp and model.num_experts (not yet wired into the trainer: must "
