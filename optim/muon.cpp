@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/ops/elementwise.h"
 #include "core/ops/linalg.h"
+#include "core/ops/reduce.h"
 
 namespace loom::optim {
 
@@ -44,11 +46,31 @@ double muon_scale_factor(MuonScale scale, int64_t rows, int64_t cols) {
   return std::sqrt(std::max(1.0, double(rows) / double(cols)));
 }
 
+namespace {
+
+// NS5 on a CUDA device, in bf16 as the reference runs it on GPUs: the normalization in f32, then
+// every product and blend in bf16 (cuBLASLt, f32 accumulation). Same orientation rule as the host.
+Tensor newton_schulz_cuda(const Tensor& g, int64_t steps) {
+  const bool tall = g.size(0) > g.size(1);
+  const Tensor src = (tall ? g.t() : g).to(DType::f32);
+  const Tensor norm = sqrt(sum(square(src)));
+  Tensor x = (src / (norm + 1e-7)).to(DType::bf16);
+  for (int64_t s = 0; s < steps; ++s) {
+    const Tensor a = matmul(x, x.t());
+    const Tensor b = a * double(kNsB) + matmul(a, a) * double(kNsC);
+    x = x * double(kNsA) + matmul(b, x);
+  }
+  return (tall ? x.t() : x).to(DType::f32).contiguous();
+}
+
+}  // namespace
+
 Tensor newton_schulz(const Tensor& g, int64_t steps) {
   LOOM_CHECK(g.defined() && g.dim() == 2, "[muon] newton_schulz expects a 2-D tensor, got ",
              g.defined() ? shape_str(g.shape()) : std::string("an undefined tensor"));
   LOOM_CHECK(steps >= 0, "[muon] newton_schulz steps must be >= 0, got ", steps);
   NoGradGuard no_grad;
+  if (g.device().is_cuda()) return newton_schulz_cuda(g, steps);
   // The wide orientation keeps the Gram matrix X Xᵀ small; copying the transpose into a fresh
   // contiguous buffer makes the tall case run exactly the wide case's arithmetic, hence the
   // bitwise NS5(Gᵀ) == NS5(G)ᵀ.
@@ -86,7 +108,6 @@ Muon::Muon(std::vector<Tensor> params, const MuonConfig& config)
   LOOM_CHECK(config.weight_decay >= 0, "[muon] weight_decay must be >= 0, got ",
              config.weight_decay);
   LOOM_CHECK(config.ns_steps >= 1, "[muon] ns_steps must be >= 1, got ", config.ns_steps);
-  require_cpu();
   for (size_t i = 0; i < params_.size(); ++i) {
     LOOM_CHECK(params_[i].dim() >= 2, "[muon] parameter ", param_label(i), " has shape ",
                shape_str(params_[i].shape()),
@@ -137,7 +158,11 @@ void Muon::step() {
     const Tensor g = grad_of(i);
     if (!g.defined()) continue;
     Tensor& p = params_[i];
-    if (!buffers_[i].defined()) buffers_[i] = zeros(p.shape());
+    if (!buffers_[i].defined()) buffers_[i] = zeros(p.shape(), DType::f32, p.device());
+    if (p.device().is_cuda()) {
+      step_on_device(i, g, beta, one_beta, decay);
+      continue;
+    }
     const int64_t n = p.numel();
     float* m = buffers_[i].data<float>();
     const float* gd = g.data<float>();
@@ -154,19 +179,37 @@ void Muon::step() {
     float* pd = p.data<float>();
     for (int64_t k = 0; k < n; ++k) pd[k] *= decay;
 
-    // Orthogonalized per matrix of the whole parameter (gathered when this rank holds a slice).
-    const MuonSplit* split = split_of(i);
-    const Tensor whole = split ? split->gather(u) : u;
-    const MuonMatrices L = muon_matrices(whole.shape());
-    const Tensor stack = whole.contiguous().view({L.count, L.rows, L.cols});
-    Tensor o = empty({L.count, L.rows, L.cols});
-    for (int64_t j = 0; j < L.count; ++j)
-      copy_into(o.select(0, j), newton_schulz(stack.select(0, j), config_.ns_steps));
-    if (split) o = split->slice(o.view(whole.shape())).contiguous();
-    const float step = float(lr_ * muon_scale_factor(config_.scale, L.rows, L.cols));
+    float step = 0;
+    const Tensor o = orthogonalized(i, u, &step);
     const float* od = o.data<float>();
     for (int64_t k = 0; k < n; ++k) pd[k] -= step * od[k];
   }
+}
+
+Tensor Muon::orthogonalized(size_t i, const Tensor& u, float* step) const {
+  // Per matrix of the whole parameter (gathered when this rank holds a slice).
+  const MuonSplit* split = split_of(i);
+  const Tensor whole = split ? split->gather(u) : u;
+  const MuonMatrices L = muon_matrices(whole.shape());
+  const Tensor stack = whole.contiguous().view({L.count, L.rows, L.cols});
+  Tensor o = empty({L.count, L.rows, L.cols}, DType::f32, u.device());
+  for (int64_t j = 0; j < L.count; ++j)
+    copy_into(o.select(0, j), newton_schulz(stack.select(0, j), config_.ns_steps));
+  if (split) o = split->slice(o.view(whole.shape()));
+  *step = float(lr_ * muon_scale_factor(config_.scale, L.rows, L.cols));
+  return o.contiguous().view(u.shape());
+}
+
+// The host loop's arithmetic through device ops (lerp forms, decay, then the update).
+void Muon::step_on_device(size_t i, const Tensor& g, float beta, float one_beta, float decay) {
+  Tensor& p = params_[i];
+  const Tensor& m = buffers_[i];
+  copy_into(m, m + (g - m) * double(one_beta));
+  const Tensor u = config_.nesterov ? g + (m - g) * double(beta) : m.clone();
+  copy_into(p, p * double(decay));
+  float step = 0;
+  const Tensor o = orthogonalized(i, u, &step);
+  copy_into(p, p - o * double(step));
 }
 
 const MuonSplit* Muon::split_of(size_t i) const {

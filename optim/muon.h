@@ -22,7 +22,7 @@
 // X = a X + (b A + c A A) X with (a, b, c) = (3.4445, -4.7750, 2.0315). It runs on the wide
 // orientation (a tall G is transposed first and the result transposed back), so
 // newton_schulz(Gᵀ) == newton_schulz(G)ᵀ bitwise. Singular values map to about [0.68, 1.13], not
-// exactly 1. Unlike the reference (bf16 on the GPU) everything here is f32.
+// exactly 1. On the CPU everything is f32; on CUDA the iteration runs in bf16 like the reference.
 //
 // State: one momentum buffer per parameter, f32 and shaped like it, undefined until the
 // parameter's first step; exposed for checkpoints. The step count is not needed (no bias
@@ -114,6 +114,11 @@ class Muon final : public Optimizer {
  private:
   // Parameter i's entry in config_.splits, or nullptr for a whole matrix.
   const MuonSplit* split_of(size_t i) const;
+  // NS5 of u per matrix (gathered and sliced back for a split parameter), f32 shaped like u, and
+  // the step size lr * scale through *step.
+  Tensor orthogonalized(size_t i, const Tensor& u, float* step) const;
+  // step() for a CUDA parameter, through device ops.
+  void step_on_device(size_t i, const Tensor& g, float beta, float one_beta, float decay);
 
   MuonConfig config_;
   std::vector<Tensor> buffers_;

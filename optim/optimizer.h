@@ -6,8 +6,8 @@
 // the parameter's storage in place under NoGradGuard, so parameters keep their identity, their
 // storage and their `requires_grad`; parameters whose .grad is undefined are skipped (their state
 // does not advance either), as in PyTorch. Parameters must be contiguous f32 tensors of one device
-// (AdamW runs on CUDA; SGD and Muon on the CPU); optimizer state is f32, shaped like the parameter
-// and on its device. zero_grad() zeroes existing gradients in
+// (AdamW and Muon run on CUDA too; SGD on the CPU only); optimizer state is f32, shaped like the
+// parameter and on its device. zero_grad() zeroes existing gradients in
 // place, as nn::Module::zero_grad does, so gradients that are views into a flat buffer stay
 // attached (PyTorch's set_to_none=False); a zeroed gradient is still a gradient, so step() then
 // applies weight decay and momentum to that parameter.

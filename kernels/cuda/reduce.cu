@@ -1,7 +1,8 @@
-// CUDA row reductions of kernels.h: reduce_rows (sum, max, min) and arg_reduce_rows.
+// CUDA reductions of kernels.h: reduce_rows (sum, max, min), reduce_cols and arg_reduce_rows.
 //
-// Launch shape, chosen by row length n: a row per thread when n <= 16, a row per warp when
-// n <= 2048, a row per 256-thread block beyond. Each lane accumulates a strided slice of its row
+// Row launch shape, chosen by row length n: a row per thread when n <= 16, a row per warp when
+// n <= 2048, a row per 256-thread block beyond, and for fewer than 512 long rows (a full
+// reduction) chunks of a row per block followed by a pass over the chunk results. Each lane accumulates a strided slice of its row
 // in the compute type (float for 16/32-bit floats, double for f64 and integers), then lanes
 // combine by shuffles (and shared memory across warps). NaN propagates through max/min (and ranks
 // as the maximum in argmax), matching the CPU twins in kernels/cpu/reduce.h; the summation order
@@ -39,8 +40,8 @@ __device__ __forceinline__ C warp_combine(C v, RowReduce kind) {
 }
 
 // `lanes` threads (1, 32 or 256) reduce each row; rows_per_block rows per block.
-template <class T, int kLanes>
-__global__ void reduce_rows_kernel(const T* x, T* y, int64_t rows, int64_t n, RowReduce kind) {
+template <class T, int kLanes, class Out = T>
+__global__ void reduce_rows_kernel(const T* x, Out* y, int64_t rows, int64_t n, RowReduce kind) {
   using C = typename Compute<T>::type;
   constexpr int kRowsPerBlock = 256 / kLanes;
   const int lane = threadIdx.x % kLanes;
@@ -71,7 +72,31 @@ __global__ void reduce_rows_kernel(const T* x, T* y, int64_t rows, int64_t n, Ro
       }
     }
   }
-  if (active && lane == 0) y[row] = from_compute<T>(n > 0 ? acc : C(0));
+  if (active && lane == 0) y[row] = from_compute<Out>(n > 0 ? acc : C(0));
+}
+
+// Few long rows (a full reduction, a norm): block b reduces chunk b % parts of row b / parts into
+// partial[b] (compute type); a second reduce_rows pass combines the parts of each row. Every chunk
+// holds at least one element, whose value seeds max/min (neutral there); sums start at 0.
+template <class T>
+__global__ void reduce_chunks_kernel(const T* x, typename Compute<T>::type* partial, int64_t n,
+                                     int64_t parts, int64_t len, RowReduce kind) {
+  using C = typename Compute<T>::type;
+  const int64_t row = blockIdx.x / parts, chunk = blockIdx.x % parts;
+  const int64_t begin = chunk * len, end = min(n, begin + len);
+  const T* xr = x + row * n;
+  C acc = kind == RowReduce::sum ? C(0) : to_compute<C>(xr[begin]);
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x)
+    acc = combine(acc, to_compute<C>(xr[j]), kind);
+  acc = warp_combine(acc, kind);
+  __shared__ C warp_part[8];
+  if (threadIdx.x % 32 == 0) warp_part[threadIdx.x / 32] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    C total = warp_part[0];
+    for (int w = 1; w < int(blockDim.x / 32); ++w) total = combine(total, warp_part[w], kind);
+    partial[blockIdx.x] = total;
+  }
 }
 
 struct Best {
@@ -193,8 +218,17 @@ void reduce_rows(const void* x, void* y, DType dtype, int64_t rows, int64_t n, R
       reduce_rows_kernel<T, 1><<<blocks_for(rows, 256), 256, 0, s>>>(px, py, rows, n, kind);
     } else if (n <= 2048) {
       reduce_rows_kernel<T, 32><<<blocks_for(rows, 8), 256, 0, s>>>(px, py, rows, n, kind);
-    } else {
+    } else if (rows >= 512) {
       reduce_rows_kernel<T, 256><<<blocks_for(rows, 1), 256, 0, s>>>(px, py, rows, n, kind);
+    } else {  // too few rows to fill the GPU with a block each: split them into chunks first
+      using C = typename Compute<T>::type;
+      const int64_t parts = std::min<int64_t>((n + 8191) / 8192, 2048 / rows + 1);
+      const int64_t len = (n + parts - 1) / parts, used = (n + len - 1) / len;
+      C* partial = static_cast<C*>(device_malloc(size_t(rows * used) * sizeof(C), current_device()));
+      reduce_chunks_kernel<T><<<unsigned(rows * used), 256, 0, s>>>(px, partial, n, used, len, kind);
+      reduce_rows_kernel<C, 32, T><<<blocks_for(rows, 8), 256, 0, s>>>(partial, py, rows, used,
+                                                                       kind);
+      device_free(partial, current_device());
     }
   });
   check_launch("reduce_rows");
