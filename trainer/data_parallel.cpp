@@ -1,7 +1,9 @@
 #include "trainer/data_parallel.h"
 
+#include <set>
 #include <sstream>
 
+#include "models/moe/expert_parameters.h"
 #include "parallel/agreement.h"
 
 namespace loom::trainer {
@@ -26,7 +28,7 @@ DataParallel::DataParallel(const Recipe& recipe, const ModelSplits& model)
   LOOM_CHECK(world->size() == parallel::launched_world_size(), "[train] MPI reports ",
              world->size(), " ranks but the launcher announced ", parallel::launched_world_size());
   grid_ = std::make_unique<parallel::ParallelGrid>(std::move(world), plan_.grid);
-  if (plan_.grid.tp * plan_.grid.sp > 1)
+  if (plan_.grid.tp * plan_.grid.sp > 1 || plan_.grid.ep > 1)
     model_parallel_ = nn::ModelParallel::from_grid(*grid_, plan_.sequence_parallel);
 }
 
@@ -45,13 +47,15 @@ std::ostream& DataParallel::progress(std::ostream& out) {
 std::string DataParallel::describe() const {
   std::ostringstream os;
   os << "dp " << size();
+  if (plan_.grid.ep > 1) os << " (experts over ep " << plan_.grid.ep << ")";
   if (plan_.grid.tp > 1) os << " x tp " << plan_.grid.tp;
   if (plan_.grid.sp > 1) os << " x sp " << plan_.grid.sp;
   if (plan_.sequence_parallel && plan_.grid.tp > 1) os << " (sequence parallel)";
   os << " over " << grid_->world()->size() << " rank" << (grid_->world()->size() > 1 ? "s" : "")
      << " (" << grid_->world()->backend() << "), " << plan_.micro_batch << " examples per rank x "
      << plan_.grad_accum << " micro-batch" << (plan_.grad_accum > 1 ? "es" : "") << " per step";
-  if (reducer_) os << ", " << num_buckets() << " gradient bucket" << (num_buckets() > 1 ? "s" : "");
+  if (!reducers_.empty())
+    os << ", " << num_buckets() << " gradient bucket" << (num_buckets() > 1 ? "s" : "");
   return os.str();
 }
 
@@ -82,27 +86,40 @@ void DataParallel::check_same_job(const Recipe& recipe, const TrainOptions& opti
                          "every rank must run the same loom build");
 }
 
-void DataParallel::broadcast_from_root(const std::vector<Tensor>& tensors) const {
-  for (const Tensor& t : tensors) grid_->dp()->broadcast(t, 0);
+void DataParallel::broadcast_from_root(nn::Module& model) const {
+  std::set<std::string> experts;  // at ep = 1 the edp group is the dp group
+  for (const auto& [name, t] : moe::split_expert_parameters(model).experts) experts.insert(name);
+  for (const auto& [name, t] : model.state_dict())
+    (experts.count(name) ? grid_->edp() : grid_->dp())->broadcast(t, 0);
 }
 
-void DataParallel::reduce_gradients(const std::vector<std::pair<std::string, Tensor>>& params) {
-  // One replica has nothing to average (and its gradients may live on a GPU the host backends
-  // cannot read): no reducer then.
-  if (grid_->dp()->size() == 1) return;
-  reducer_ = std::make_unique<parallel::DpReducer>(params, grid_->dp(), plan_.bucket_bytes);
+void DataParallel::add_reducer(const std::vector<std::pair<std::string, Tensor>>& params,
+                               const std::shared_ptr<parallel::Communicator>& group) {
+  // One rank has nothing to average (and its gradients may live on a GPU the host backends cannot
+  // read): no reducer then.
+  if (group->size() == 1 || params.empty()) return;
+  reducers_.push_back(std::make_unique<parallel::DpReducer>(params, group, plan_.bucket_bytes));
+}
+
+void DataParallel::reduce_gradients(nn::Module& model) {
+  if (plan_.grid.ep == 1) return add_reducer(model.named_parameters(), grid_->dp());
+  const moe::ExpertParameterSplit split = moe::split_expert_parameters(model);
+  add_reducer(split.replicated, grid_->dp());
+  add_reducer(split.experts, grid_->edp());
 }
 
 void DataParallel::begin_micro_batch(int64_t micro) {
-  if (reducer_) reducer_->set_sync(micro == plan_.grad_accum - 1);
+  for (auto& reducer : reducers_) reducer->set_sync(micro == plan_.grad_accum - 1);
 }
 
 void DataParallel::finish_gradients() {
-  if (reducer_) reducer_->finish();
+  for (auto& reducer : reducers_) reducer->finish();
 }
 
 int64_t DataParallel::num_buckets() const {
-  return reducer_ ? int64_t(reducer_->bucket_names().size()) : 0;
+  int64_t n = 0;
+  for (const auto& reducer : reducers_) n += int64_t(reducer->bucket_names().size());
+  return n;
 }
 
 std::vector<double> DataParallel::reduce(const std::vector<double>& values,

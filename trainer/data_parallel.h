@@ -1,7 +1,8 @@
 #pragma once
 // DataParallel: what a training loop does differently when it runs as several ranks
 // (docs/PARALLEL.md): data-parallel replicas, each possibly split over tensor- and
-// sequence-parallel ranks. With one process it is the same code over a LocalCommunicator, so the
+// sequence-parallel ranks, with DiT-MoE's routed experts optionally split over expert-parallel
+// groups of dp ranks. With one process it is the same code over a LocalCommunicator, so the
 // single-rank path is not a separate branch.
 //
 // Construction validates the recipe's layout (parallel_plan.h, before any communication), then
@@ -13,10 +14,12 @@
 // weights, EMA and optimizer state (model_parallel()), and with optim.shard_state the dp ranks
 // divide the optimizer state among themselves (optimizer_group()).
 //
-// Model parallelism. model_parallel() is the ModelParallel of this rank's tp and sp groups when
-// parallel.tp * parallel.sp > 1 (build the model with it), else nullptr. The ranks of a tp x sp
-// replica share a dp rank, so everything below that is sharded by dp rank (data, draws) is the
-// same on all of them, as the tensor- and sequence-parallel layers require.
+// Model parallelism. model_parallel() is the ModelParallel of this rank's tp, sp and ep groups
+// when parallel.tp * parallel.sp > 1 or parallel.ep > 1 (build the model with it), else nullptr.
+// The ranks of a tp x sp replica share a dp rank, so everything below that is sharded by dp rank
+// (data, draws) is the same on all of them, as the tensor- and sequence-parallel layers require.
+// The ranks of an ep group are dp ranks with their own rows; the MoE layers exchange their tokens
+// (docs/EXPERT_PARALLEL.md).
 //
 // Batches. train.batch_size is the global batch of one optimizer step, cut into grad_accum
 // micro-batches of batch_size / grad_accum rows; dp rank r takes rows [r * n, (r + 1) * n) of
@@ -27,8 +30,11 @@
 // dropout for any dp and grad_accum, and the per-step losses equal the one-rank run's up to the
 // order of floating-point sums.
 //
-// Gradients. reduce_gradients(params) builds a parallel::DpReducer over the dp group (buckets of
-// parallel.bucket_mb), which averages gradients over the ranks while backward runs.
+// Gradients. reduce_gradients(model) builds a parallel::DpReducer over the dp group (buckets of
+// parallel.bucket_mb), which averages gradients over the ranks while backward runs. With
+// parallel.ep > 1 the expert stacks (moe::split_expert_parameters) get a reducer of their own over
+// the edp group (the ranks holding the same experts; their gradients already hold the ep group's
+// mean), and the dp reducer takes every other parameter.
 // begin_micro_batch(m) before micro-batch m's backward turns the reduction off for all but the
 // last micro-batch of the step (accumulation stays local); finish_gradients() after the last
 // backward waits for every bucket, after which each parameter's .grad is the gradient of the
@@ -36,9 +42,11 @@
 //
 // Agreement. check_same_job refuses to start when ranks were given different recipes, options or
 // parameter layouts; broadcast_from_root makes the initial weights dp rank 0's (over dp only: tp
-// peers hold different slices); average() and sum() reduce the logged scalars over dp so every
-// rank sees the same numbers; world() is the group for decisions every rank must share (skipping a
-// non-finite step: optim::all_finite over it); any_rank() agrees on a stop request.
+// peers hold different slices; expert stacks over edp only: ep peers hold different experts);
+// average() and sum() reduce the logged scalars over dp so every rank sees the same numbers (this
+// rank's expert counts summed over dp are the global batch's); world() is the group for decisions
+// every rank must share (skipping a non-finite step: optim::all_finite over it); any_rank() agrees
+// on a stop request.
 //
 // Every method that communicates is collective: all ranks call it in the same order.
 #include <memory>
@@ -50,6 +58,7 @@
 
 #include "data/loader.h"
 #include "models/nn/model_parallel.h"
+#include "models/nn/module.h"
 #include "parallel/dp_reducer.h"
 #include "parallel/grid.h"
 #include "trainer/parallel_plan.h"
@@ -65,7 +74,7 @@ class DataParallel {
   int rank() const { return grid_->dp()->rank(); }  // dp rank
   int size() const { return grid_->dp()->size(); }  // dp size
   bool is_root() const { return grid_->world()->rank() == 0; }
-  // The tp and sp groups to build the model with; nullptr when tp * sp == 1.
+  // The tp, sp and ep groups to build the model with; nullptr when tp * sp == 1 and ep == 1.
   const nn::ModelParallel* model_parallel() const {
     return model_parallel_ ? &*model_parallel_ : nullptr;
   }
@@ -92,11 +101,12 @@ class DataParallel {
   // recipe, run options and parameter names, shapes and dtypes.
   void check_same_job(const Recipe& recipe, const TrainOptions& options,
                       const std::vector<std::pair<std::string, Tensor>>& params) const;
-  // Overwrites every tensor with dp rank 0's values.
-  void broadcast_from_root(const std::vector<Tensor>& tensors) const;
+  // Overwrites model's parameters and buffers with dp rank 0's values (expert stacks: edp rank
+  // 0's).
+  void broadcast_from_root(nn::Module& model) const;
 
-  // Attaches the gradient reducer to params (collective over dp).
-  void reduce_gradients(const std::vector<std::pair<std::string, Tensor>>& params);
+  // Attaches the gradient reducers to model's parameters (collective over dp and edp).
+  void reduce_gradients(nn::Module& model);
   void begin_micro_batch(int64_t micro);
   void finish_gradients();
   int64_t num_buckets() const;
@@ -113,11 +123,14 @@ class DataParallel {
 
  private:
   std::vector<double> reduce(const std::vector<double>& values, parallel::ReduceOp op) const;
+  // A reducer averaging params over group, unless there is nothing to average.
+  void add_reducer(const std::vector<std::pair<std::string, Tensor>>& params,
+                   const std::shared_ptr<parallel::Communicator>& group);
 
   ParallelPlan plan_;
   std::unique_ptr<parallel::ParallelGrid> grid_;
   std::optional<nn::ModelParallel> model_parallel_;
-  std::unique_ptr<parallel::DpReducer> reducer_;
+  std::vector<std::unique_ptr<parallel::DpReducer>> reducers_;
   std::ostream null_{nullptr};
 };
 

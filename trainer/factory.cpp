@@ -44,6 +44,8 @@ dit::DiTConfig dit_config_from_recipe(const Recipe& r) {
   c.class_dropout_prob = r.get_double("model.class_dropout_prob");
   c.learn_sigma = r.get_bool("model.learn_sigma");
   c.aux_loss_coef = r.get_double("model.aux_loss_coef");
+  c.capacity_factor = r.get_double("model.capacity_factor");
+  c.aux_loss_global_counts = r.get_bool("model.aux_loss_global_counts");
   r.check(c.hidden_size % c.num_heads == 0, set_key(r, "model.hidden_size", "model.num_heads"),
           "hidden_size " + std::to_string(c.hidden_size) + " is not divisible by num_heads " +
               std::to_string(c.num_heads));

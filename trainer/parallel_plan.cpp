@@ -31,10 +31,10 @@ ParallelPlan parallel_plan_from_recipe(const Recipe& r, int world_size, const Mo
   r.check(ep == 1 || (model.num_experts > 0 && model.num_experts % ep == 0), "parallel.ep",
           "parallel.ep = " + str(ep) + " must divide model.num_experts = " +
               str(model.num_experts) + " (each expert-parallel rank holds an equal share)");
-  r.check(ep == 1, "parallel.ep",
-          "parallel.ep = " + str(ep) +
-              ": expert parallelism is not wired into the trainer yet (the experts are "
-              "replicated on every rank); set parallel.ep = 1");
+  r.check(ep == 1 || !r.get_bool("optim.shard_state"), "optim.shard_state",
+          "optim.shard_state = true cannot be combined with parallel.ep = " + str(ep) +
+              " yet (the expert slices would have to be sharded over the ranks holding the same "
+              "experts, not over dp); set optim.shard_state = false or parallel.ep = 1");
   const char* split_key = tp > 1 ? "parallel.tp" : "parallel.sp";
   r.check(model.num_heads > 0 || tp * sp == 1, split_key,
           "parallel.tp * parallel.sp = " + str(tp * sp) +

@@ -7,7 +7,8 @@
 //   parallel.dp * parallel.tp * parallel.sp == the number of ranks mpirun started
 //   parallel.ep divides parallel.dp, and model.num_experts when the model has experts (ep > 1
 //     needs experts)
-//   parallel.ep == 1: expert parallelism is not wired into the trainer yet
+//   optim.shard_state is false when parallel.ep > 1 (ZeRO over the expert-data-parallel groups is
+//     not built)
 //   parallel.tp == parallel.sp == 1 for a model without attention (the classifier)
 //   parallel.tp * parallel.sp divides model.num_heads (heads are split over both)
 //   parallel.tp divides the MLP width of a dense DiT (its hidden units are split over tp)
@@ -26,7 +27,7 @@ struct ModelSplits {
   int64_t num_heads = 0;    // 0: no attention (tp and sp must be 1)
   int64_t num_experts = 0;  // 0: dense
   int64_t mlp_hidden = 0;   // hidden width of a tensor-parallel MLP; 0: none (MoE experts are
-                            // replicated under tp)
+                            // not split by tp)
   int64_t num_tokens = 0;   // tokens of the sequence split over sp
 };
 

@@ -3,7 +3,12 @@
 namespace loom::trainer {
 
 ParamShards::ParamShards(const nn::Module& root) {
-  for (auto& [name, spec] : nn::named_shard_specs(root)) specs_.emplace(name, std::move(spec));
+  std::map<std::string, int64_t> dims;
+  for (const auto& [name, p] : root.named_parameters()) dims.emplace(name, p.dim());
+  for (auto& [name, spec] : nn::named_shard_specs(root)) {
+    if (spec.dim >= dims.at(name) - 2) matrix_cuts_.emplace(name, spec);
+    specs_.emplace(name, std::move(spec));
+  }
 }
 
 Tensor ParamShards::whole(const std::string& name, const Tensor& local) const {
@@ -17,9 +22,9 @@ Tensor ParamShards::local(const std::string& name, const Tensor& whole) const {
 }
 
 std::shared_ptr<const optim::MuonSplits> ParamShards::muon_splits() const {
-  if (specs_.empty()) return nullptr;
+  if (matrix_cuts_.empty()) return nullptr;
   auto splits = std::make_shared<optim::MuonSplits>();
-  for (const auto& [name, spec] : specs_) {
+  for (const auto& [name, spec] : matrix_cuts_) {
     (*splits)[name] = {.gather = [spec](const Tensor& t) { return nn::gather_shard(t, spec); },
                        .slice = [spec](const Tensor& t) { return nn::slice_shard(t, spec); }};
   }

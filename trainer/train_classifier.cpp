@@ -47,10 +47,8 @@ TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std:
     params.push_back(p.set_name(name));  // optimizer groups select parameters by name
   }
   dp.check_same_job(r, options, net.named_parameters());
-  std::vector<Tensor> state;
-  for (const auto& [name, t] : net.state_dict()) state.push_back(t);
-  dp.broadcast_from_root(state);
-  dp.reduce_gradients(net.named_parameters());
+  dp.broadcast_from_root(net);
+  dp.reduce_gradients(net);
   RunDir run(r, options, out, dp.is_root());
   auto optimizer = optimizer_from_recipe(r, params, {.shard_over = dp.optimizer_group()});
   data::DataLoader loader(train_set, dp.loader_config({.batch_size = r.get_int("train.batch_size"),

@@ -11,12 +11,14 @@
 // the losses do not depend on parallel.dp or train.grad_accum (beyond the order of float sums;
 // the MoE balance loss is the exception: it is a statistic of each micro-batch's tokens).
 //
-// Tensor and sequence parallelism (docs/PARALLEL.md): the DiT is built with the grid's tp and sp
-// groups; the ranks of a replica share a dp rank, hence the same rows, and every one of them gets
-// the whole output and computes the same loss. Gradients are clipped by the norm of the whole
-// model (nn::sharded_grad_norm). Checkpoints and sample grids use whole tensors: the model, EMA
-// and optimizer state of sharded parameters are gathered (collectively, on every rank), and the
-// root samples with a single-rank copy of the model loaded from the gathered EMA.
+// Tensor, sequence and expert parallelism (docs/PARALLEL.md): the DiT is built with the grid's
+// tp, sp and ep groups; the ranks of a replica share a dp rank, hence the same rows, and every one
+// of them gets the whole output and computes the same loss; the ranks of an ep group keep their
+// own rows and the MoE layers exchange tokens between them. Gradients are clipped by the norm of
+// the whole model (nn::sharded_grad_norm). Checkpoints and sample grids use whole tensors: the
+// model, EMA and optimizer state of sharded parameters (tp slices, expert slices) are gathered
+// (collectively, on every rank), and the root samples with a single-rank copy of the model loaded
+// from the gathered EMA.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -139,13 +141,11 @@ class DiffusionJob {
     }
     dp_.check_same_job(r, options, model_->named_parameters());
     // Every rank drew the same initial weights from the same seed; the broadcast makes that a
-    // guarantee instead of an assumption about the initializers. It runs over dp: the ranks of a
-    // replica hold different slices.
-    std::vector<Tensor> state;
-    for (const auto& [name, t] : model_->state_dict()) state.push_back(t);
-    dp_.broadcast_from_root(state);
+    // guarantee instead of an assumption about the initializers. It runs over dp (expert stacks
+    // over edp): the ranks of a replica, and of an ep group, hold different slices.
+    dp_.broadcast_from_root(*model_);
     model_->to(device_);  // before anything holds gradients or optimizer state
-    dp_.reduce_gradients(model_->named_parameters());
+    dp_.reduce_gradients(*model_);
     run_ = std::make_unique<RunDir>(r, options, out_, dp_.is_root());
     optimizer_ = optimizer_from_recipe(
         r, params_, {.shard_over = dp_.optimizer_group(), .muon_splits = shards_.muon_splits()});
@@ -542,7 +542,7 @@ class DiffusionJob {
   Device device_;
   bool autocast_ = false;  // bf16 autocast around the forward (train.precision on CUDA)
   std::shared_ptr<dit::DiT> model_;
-  ParamShards shards_;                      // model_'s tensor-parallel parameters
+  ParamShards shards_;                      // model_'s tensor- and expert-parallel parameters
   std::shared_ptr<dit::DiT> sample_model_;  // root only, single-rank
   std::unique_ptr<RunDir> run_;
   std::vector<std::string> names_;

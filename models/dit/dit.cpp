@@ -200,8 +200,11 @@ DiTBlock::DiTBlock(const DiTConfig& cfg, Generator& gen, const nn::ModelParallel
                                                      .top_k = cfg.top_k,
                                                      .d_ff = ffn_hidden(cfg),
                                                      .shared_hidden = cfg.num_shared_experts * D,
-                                                     .aux_loss_coef = cfg.aux_loss_coef},
-                                      gen));
+                                                     .aux_loss_coef = cfg.aux_loss_coef,
+                                                     .capacity_factor = cfg.capacity_factor,
+                                                     .aux_loss_global_counts =
+                                                         cfg.aux_loss_global_counts},
+                                      gen, parallel ? parallel->ep : nullptr));
   }
   auto ada = register_module("adaLN_modulation", std::make_shared<nn::Module>());
   ada_ = ada->register_module(

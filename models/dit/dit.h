@@ -33,17 +33,20 @@
 // The label table has a null-class row (index num_classes) only when class_dropout_prob > 0, as in
 // the reference; classifier-free guidance needs it. Misuse throws loom::Error prefixed "[DiT]".
 //
-// Tensor and sequence parallelism (nn::ModelParallel, docs/PARALLEL.md): given a
-// ModelParallel, attention is split by heads over tp (qkv column-parallel by head, proj
-// row-parallel) and, with Ulysses, over sp; the dense MLP by hidden width over tp (fc1 column,
-// fc2 row). The adaLN modulations, embedders and final layer are replicated; DiT-MoE experts stay
-// replicated too (every rank routes the whole sequence). Tokens are split over sp (and over tp
-// under Megatron sequence parallelism) right after patch embedding + position embedding, and the
-// final layer's output is gathered, so forward returns the whole output on every rank and the loss
-// is computed as in one process. Parameter names are the single-rank ones; sharded parameters hold
-// this rank's slice (nn::named_shard_specs, nn::gather_state_dict and nn::load_sharded_state_dict
-// convert to and from whole tensors), and a model built from the same generator state holds
-// exactly the single-rank parameters. Without a ModelParallel the model is the single-rank one.
+// Tensor and sequence parallelism (nn::ModelParallel, docs/PARALLEL.md): given a ModelParallel,
+// attention is split by heads over tp (qkv column-parallel by head, proj row-parallel) and, with
+// Ulysses, over sp; the dense MLP by hidden width over tp (fc1 column, fc2 row). The adaLN
+// modulations, embedders and final layer are replicated; DiT-MoE routers and shared experts too
+// (every rank routes the whole sequence), and the routed experts as well unless the ModelParallel
+// has an ep group, over which moe::MoELayer splits them (expert parallelism,
+// docs/EXPERT_PARALLEL.md: the block passes its tokens to the layer, which exchanges them). Tokens
+// are split over sp (and over tp under Megatron sequence parallelism) right after patch embedding +
+// position embedding, and the final layer's output is gathered, so forward returns the whole output
+// on every rank and the loss is computed as in one process. Parameter names are the single-rank
+// ones; sharded parameters hold this rank's slice (nn::named_shard_specs, nn::gather_state_dict and
+// nn::load_sharded_state_dict convert to and from whole tensors), and a model built from the same
+// generator state holds exactly the single-rank parameters. Without a ModelParallel the model is
+// the single-rank one.
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +80,8 @@ struct DiTConfig {
   int64_t top_k = 2;
   int64_t num_shared_experts = 0;  // shared SwiGLU of hidden num_shared_experts * D
   double aux_loss_coef = 0.01;     // expert-balance loss weight per MoE layer
+  double capacity_factor = 0;      // MoE expert capacity (moe::MoEConfig); 0 = dropless
+  bool aux_loss_global_counts = false;  // balance loss from the ep group's counts (moe::MoEConfig)
 };
 
 // Named configs (all with the defaults above for I = 32, C = 4, 1000 classes): "DiT-S/2",

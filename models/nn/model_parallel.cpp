@@ -3,7 +3,10 @@
 namespace loom::nn {
 
 ModelParallel ModelParallel::from_grid(const parallel::ParallelGrid& grid, bool sequence_parallel) {
-  return ModelParallel{.tp = grid.tp(), .sp = grid.sp(), .sequence_parallel = sequence_parallel};
+  return ModelParallel{.tp = grid.tp(),
+                       .sp = grid.sp(),
+                       .sequence_parallel = sequence_parallel,
+                       .ep = grid.dims().ep > 1 ? grid.ep() : nullptr};
 }
 
 ModelParallel ModelParallel::local(bool sequence_parallel) {

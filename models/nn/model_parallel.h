@@ -39,8 +39,9 @@ struct ModelParallel {
   parallel::Group tp;  // null: no tensor parallelism
   parallel::Group sp;  // null: no Ulysses sequence parallelism
   bool sequence_parallel = false;
+  parallel::Group ep;  // null: MoE experts replicated; else split over it (moe::MoELayer)
 
-  // The grid's tp and sp groups (no communication).
+  // The grid's tp and sp groups, and its ep group when ep > 1 (no communication).
   static ModelParallel from_grid(const parallel::ParallelGrid& grid, bool sequence_parallel);
   // Both groups LocalCommunicators of one rank: the parallel layers run in one process with the
   // single-rank results (tests).

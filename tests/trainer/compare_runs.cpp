@@ -1,8 +1,10 @@
 // compare_runs REFERENCE CANDIDATE LOSS_RTOL PARAM_ATOL: checks that two run directories of the
 // same recipe trained alike. Every step's loss in metrics.jsonl must agree within LOSS_RTOL
-// (relative to the reference), and every tensor of the newest checkpoints' models element-wise
-// within PARAM_ATOL. Prints the per-step losses and the largest parameter difference; exits 0 when
-// both hold, 1 otherwise (with the reason), 2 for a usage error or an unreadable run.
+// (relative to the reference), and every tensor of the newest checkpoints' models, EMAs and
+// optimizer states element-wise within PARAM_ATOL (so the whole tensors a sharded run gathers for
+// its checkpoint are checked too). Prints the per-step losses and the largest difference of each
+// part; exits 0 when all hold, 1 otherwise (with the reason), 2 for a usage error or an unreadable
+// run.
 // Used by tests/trainer/parallel_equivalence.sh.
 #include <cmath>
 #include <cstdio>
@@ -49,14 +51,17 @@ bool compare_losses(const std::string& ref, const std::string& cand, double rtol
   return ok;
 }
 
-bool compare_parameters(const std::string& ref, const std::string& cand, double atol) {
-  const CheckpointContents a = newest(ref), b = newest(cand);
-  std::map<std::string, Tensor> theirs(b.model.begin(), b.model.end());
-  bool ok = a.step == b.step && a.model.size() == b.model.size();
-  if (!ok) std::printf("FAIL: checkpoints differ in step or tensor count\n");
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// One part of the checkpoints (model, EMA, optimizer state), tensor by tensor.
+bool compare_tensors(const char* part, long long step, const NamedTensors& mine,
+                     const NamedTensors& other, double atol) {
+  std::map<std::string, Tensor> theirs(other.begin(), other.end());
+  bool ok = mine.size() == other.size();
+  if (!ok) std::printf("FAIL: %s: %zu tensors vs %zu\n", part, mine.size(), other.size());
   double worst = 0;
   std::string worst_name;
-  for (const auto& [name, t] : a.model) {
+  for (const auto& [name, t] : mine) {
     auto it = theirs.find(name);
     if (it == theirs.end() || it->second.shape() != t.shape()) {
       std::printf("FAIL: %s is missing or shaped differently in the candidate\n", name.c_str());
@@ -73,9 +78,23 @@ bool compare_parameters(const std::string& ref, const std::string& cand, double 
     }
   }
   const bool good = worst <= atol;
-  std::printf("  parameters at step %lld: largest |difference| %.2e (in %s)%s\n",
-              static_cast<long long>(a.step), worst, worst_name.c_str(), good ? "" : "  FAIL");
+  std::printf("  %s at step %lld: largest |difference| %.2e (in %s)%s\n", part, step, worst,
+              worst_name.c_str(), good ? "" : "  FAIL");
   return ok && good;
+}
+
+bool compare_checkpoints(const std::string& ref, const std::string& cand, double atol) {
+  const CheckpointContents a = newest(ref), b = newest(cand);
+  if (a.step != b.step) {
+    std::printf("FAIL: the newest checkpoints are of steps %lld and %lld\n",
+                static_cast<long long>(a.step), static_cast<long long>(b.step));
+    return false;
+  }
+  const long long step = a.step;
+  const bool model = compare_tensors("parameters", step, a.model, b.model, atol);
+  const bool ema = compare_tensors("EMA", step, a.ema, b.ema, atol);
+  const bool optimizer = compare_tensors("optimizer state", step, a.optimizer, b.optimizer, atol);
+  return model && ema && optimizer;
 }
 
 }  // namespace
@@ -88,7 +107,7 @@ int main(int argc, char** argv) {
   try {
     std::printf("%s vs %s\n", argv[1], argv[2]);
     const bool losses_ok = compare_losses(argv[1], argv[2], std::atof(argv[3]));
-    const bool params_ok = compare_parameters(argv[1], argv[2], std::atof(argv[4]));
+    const bool params_ok = compare_checkpoints(argv[1], argv[2], std::atof(argv[4]));
     return losses_ok && params_ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "compare_runs: %s\n", e.what());

@@ -9,7 +9,8 @@ set(loom_dp_env "LOOM_MPIRUN=${loom_mpirun_str};LOOM_NUM_THREADS=1;OPENBLAS_NUM_
 # scenario:ranks (the largest number of ranks the scenario starts at once).
 foreach(scenario_np dp2:2 dp4:4 dp2_accum2:2 classifier_dp2:2 resume_dp2_dp4:4 tp2:2 tp2_seqpar:2
                     sp2:2 dp2_tp2:4 tp2_sp2:4 muon_dp2_tp2:4 zero1_adamw_dp2:2 zero1_muon_dp2_tp2:4
-                    resume_dp2tp2_np1:4 resume_np1_dp2tp2:4 resume_zero1_dp2:2)
+                    resume_dp2tp2_np1:4 resume_np1_dp2tp2:4 resume_zero1_dp2:2 ep2_dp2:2
+                    ep2_dp4:4 ep4_dp4:4 muon_ep2_dp4:4 resume_ep2dp4_np1:4 resume_np1_ep2dp4:4)
   string(REPLACE ":" ";" pair ${scenario_np})
   list(GET pair 0 scenario)
   list(GET pair 1 np)

@@ -33,6 +33,12 @@
 #   resume_np1_dp2tp2  distributed Muon: 3 steps in one process, resumed at dp = 2 x tp = 2 with
 #                      shard_state (4)
 #   resume_zero1_dp2   AdamW: 3 steps sharded at dp = 2, resumed unsharded, against dp = 2 (2)
+#   ep2_dp2            DiT-MoE, dp = 2 with the routed experts split over ep = 2 (2)
+#   ep2_dp4            dp = 4 x ep = 2: two ep groups, expert gradients averaged over edp pairs (4)
+#   ep4_dp4            dp = 4 x ep = 4: one expert per rank, no edp reduction (4)
+#   muon_ep2_dp4       Muon + AdamW (the fmnist recipe's optimizer) at dp = 4 x ep = 2 (4)
+#   resume_ep2dp4_np1  3 steps at dp = 4 x ep = 2, resumed to 5 in one process (4)
+#   resume_np1_ep2dp4  3 steps in one process, resumed at dp = 4 x ep = 2 (4)
 set -u
 loom=$1 compare=$2 recipe=$3 scenario=$4
 read -r -a mpirun <<< "${LOOM_MPIRUN:?set LOOM_MPIRUN to the mpirun command}"
@@ -46,6 +52,7 @@ adamw=(--set optim.name=adamw --set optim.lr=1e-3)
 dense=(--set model.num_experts=0)
 seqpar=(--set parallel.sequence_parallel=true)
 shard=(--set optim.shard_state=true)
+ep2=(--set parallel.ep=2)
 # layout DP TP SP: the --set flags of a grid.
 layout() { echo --set parallel.dp="$1" --set parallel.tp="$2" --set parallel.sp="$3"; }
 fail() { echo "FAIL: $*"; exit 1; }
@@ -115,6 +122,26 @@ case $scenario in
     opt=("${adamw[@]}") ref_np=2 ref=($(layout 2 1 1)) rtol=0 atol=0
     run 2 "$par" $(layout 2 1 1) "${shard[@]}" --set train.steps=3
     run 2 "$par" $(layout 2 1 1) --resume
+    expect "$par.log" "resuming from .*/checkpoints/3" ;;
+  ep2_dp2)
+    run 2 "$par" $(layout 2 1 1) "${ep2[@]}"
+    expect "$par.log" "parallel: dp 2 (experts over ep 2)" ;;
+  ep2_dp4)
+    run 4 "$par" $(layout 4 1 1) "${ep2[@]}"
+    expect "$par.log" "parallel: dp 4 (experts over ep 2)" ;;
+  ep4_dp4)
+    run 4 "$par" $(layout 4 1 1) --set parallel.ep=4
+    expect "$par.log" "parallel: dp 4 (experts over ep 4)" ;;
+  muon_ep2_dp4)
+    opt=("${muon[@]}") atol=1e-4
+    run 4 "$par" $(layout 4 1 1) "${ep2[@]}" ;;
+  resume_ep2dp4_np1)
+    run 4 "$par" $(layout 4 1 1) "${ep2[@]}" --set train.steps=3
+    run 1 "$par" --resume
+    expect "$par.log" "resuming from .*/checkpoints/3" ;;
+  resume_np1_ep2dp4)
+    run 1 "$par" --set train.steps=3
+    run 4 "$par" $(layout 4 1 1) "${ep2[@]}" --resume
     expect "$par.log" "resuming from .*/checkpoints/3" ;;
   *) fail "unknown scenario $scenario" ;;
 esac

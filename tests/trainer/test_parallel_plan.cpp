@@ -1,6 +1,5 @@
 // The recipe's parallel layout checked against the launch and the model
-// (trainer/parallel_plan.h): each inconsistency names its key, and expert parallelism, not yet
-// wired into the trainer, is refused.
+// (trainer/parallel_plan.h): each inconsistency names its key.
 #include "testing.h"
 #include "trainer/parallel_plan.h"
 
@@ -109,13 +108,22 @@ TEST(ParallelPlan, MlpWidthAndTokensMustSplitEvenly) {
                                             {.num_heads = 4, .num_experts = 4, .num_tokens = 9}));
 }
 
-TEST(ParallelPlan, ExpertParallelismAndSplittingTheClassifierAreRefused) {
+TEST(ParallelPlan, ExpertParallelismIsAcceptedWithoutShardedState) {
+  const ParallelPlan ep =
+      parallel_plan_from_recipe(recipe({"parallel.dp=4", "parallel.ep=2"}), 4, kDit);
+  EXPECT_EQ(ep.grid.dp, 4);
+  EXPECT_EQ(ep.grid.ep, 2);
+  EXPECT_EQ(ep.micro_batch, 2);
   testing::expect_error(
       [] {
-        parallel_plan_from_recipe(recipe({"parallel.dp=2", "parallel.ep=2"}), 2, kDit);
+        parallel_plan_from_recipe(
+            recipe({"parallel.dp=2", "parallel.ep=2", "optim.shard_state=true"}), 2, kDit);
       },
-      {"parallel.ep: parallel.ep = 2: expert parallelism is not wired into the trainer yet",
-       "set parallel.ep = 1"});
+      {"optim.shard_state: ", "cannot be combined with parallel.ep = 2",
+       "set optim.shard_state = false or parallel.ep = 1"});
+}
+
+TEST(ParallelPlan, SplittingTheClassifierIsRefused) {
   testing::expect_error([] { parallel_plan_from_recipe(recipe({"parallel.tp=2"}), 2, {}); },
                         {"parallel.tp: ", "no attention heads or tokens to split"});
   testing::expect_error([] { parallel_plan_from_recipe(recipe({"parallel.sp=2"}), 2, {}); },

@@ -61,6 +61,15 @@ std::vector<KeySpec> make_schema() {
               "Experts every token passes through in addition to its top_k routed ones."),
       number("model.aux_loss_coef", "0.01", 0, 100,
              "Weight of the router's load-balancing loss added to the diffusion loss."),
+      number("model.capacity_factor", "0", 0, 1000,
+             "Expert capacity: each expert keeps at most ceil(capacity_factor * N * top_k / "
+             "num_experts) of a rank's N tokens' assignments per layer, the first in token order, "
+             "and drops the rest (they add nothing to the output); 0 = no limit (dropless, as "
+             "DiT-MoE)."),
+      boolean("model.aux_loss_global_counts", "false",
+              "Compute the load-balancing loss from the expert counts summed over the "
+              "parallel.ep group (one all-reduce per layer) instead of each rank's micro-batch, "
+              "so it penalizes the load the experts actually see; no effect with ep = 1."),
 
       // -- diffusion --
       string("diffusion.objective", "ddpm", {"ddpm", "rectified_flow"},
@@ -209,7 +218,8 @@ std::vector<KeySpec> make_schema() {
               "Data-parallel replicas; dp * tp * sp must equal the number of ranks."),
       integer("parallel.tp", "1", 1, 1024,
               "Tensor-parallel ranks (Megatron) inside each data-parallel replica: attention "
-              "heads and dense MLP widths are split over them (MoE experts stay replicated). "
+              "heads and dense MLP widths are split over them (MoE experts are split by "
+              "parallel.ep instead). "
               "tp * sp divides model.num_heads; tp divides the dense MLP width."),
       integer("parallel.sp", "1", 1, 1024,
               "Ulysses sequence-parallel ranks inside each replica: each holds 1/sp of the tokens, "
@@ -221,9 +231,10 @@ std::vector<KeySpec> make_schema() {
               "repeating the same work on every tp rank; the token count must divide by sp * tp. "
               "No effect with tp = 1."),
       integer("parallel.ep", "1", 1, 65536,
-              "Expert-parallel ranks (a split of the dp ranks) sharing out the routed experts; "
-              "divides parallel.dp and model.num_experts (not yet wired into the trainer: must "
-              "be 1)."),
+              "Expert-parallel ranks: groups of ep consecutive dp ranks that share out the routed "
+              "experts (num_experts / ep each) and exchange tokens with all-to-alls; router, "
+              "shared experts and everything else stay data-parallel. Divides parallel.dp and "
+              "model.num_experts; not with optim.shard_state yet."),
       number("parallel.bucket_mb", "25.0", 1e-6, 1e6,
              "Size in MiB of the gradient buckets that data parallelism averages over the dp "
              "ranks while backward is still running (a bucket's all-reduce starts as soon as its "
