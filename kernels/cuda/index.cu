@@ -38,23 +38,6 @@ __device__ __forceinline__ int64_t item_step() {
   return int64_t(gridDim.x) * blockDim.x;
 }
 
-int64_t elem_bytes(DType t) {
-  switch (t) {
-    case DType::f64:
-    case DType::i64:
-      return 8;
-    case DType::f32:
-    case DType::i32:
-      return 4;
-    case DType::bf16:
-    case DType::f16:
-      return 2;
-    case DType::boolean:
-      return 1;
-  }
-  return 0;
-}
-
 // Calls f(U{}) with U an unsigned type (uint4 for 16 bytes) of `bytes` bytes.
 template <class F>
 void dispatch_unit(int64_t bytes, F&& f) {
@@ -267,7 +250,7 @@ __global__ void topk_kernel(const T* __restrict__ x, T* __restrict__ values,
 
 void index_select(const void* x, void* out, DType dtype, const void* idx, DType idx_dtype,
                   int64_t outer, int64_t n, int64_t m, int64_t inner) {
-  const int64_t row_bytes = inner * elem_bytes(dtype);
+  const int64_t row_bytes = inner * dtype_bytes(dtype);
   if (outer <= 0 || m <= 0 || row_bytes <= 0) return;
   const uintptr_t bits =
       uintptr_t(row_bytes) | reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(out);
@@ -309,7 +292,7 @@ void gather(const IterShape& index_shape, int dim, const Operand& x, const Opera
   check_same_dtype("gather", x.dtype, out.dtype);
   StridePack<3> p = pack_strides(index_shape, {&x, &index, &out});
   p.strides[0][dim] = 0;  // x's coordinate along dim comes from the index
-  dispatch_unit(elem_bytes(x.dtype), [&](auto utag) {
+  dispatch_unit(dtype_bytes(x.dtype), [&](auto utag) {
     using U = decltype(utag);
     dispatch_index(index.dtype, "gather", [&](auto itag) {
       using I = decltype(itag);

@@ -11,7 +11,7 @@
 
 #include "models/dit/dit.h"
 #include "models/moe/expert_parameters.h"
-#include "models/mpi_harness.h"
+#include "mpi_harness.h"
 #include "models/nn/sharded_state.h"
 #include "optim/grad_clip.h"
 #include "optim/sgd.h"

@@ -24,7 +24,7 @@
 #include "core/safetensors.h"
 #include "models/moe/expert_parameters.h"
 #include "models/moe/moe_layer.h"
-#include "models/mpi_harness.h"
+#include "mpi_harness.h"
 #include "models/nn/sharded_state.h"
 #include "optim/grad_clip.h"
 #include "optim/sgd.h"

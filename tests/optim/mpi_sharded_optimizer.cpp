@@ -11,6 +11,7 @@
 
 #include "optim/sharded.h"
 #include "optim/step_guard.h"
+#include "mpi_harness.h"
 #include "parallel/communicator.h"
 #include "sharded_testing.h"
 
@@ -21,7 +22,8 @@ using namespace sharded_testing;
 using parallel::Communicator;
 using parallel::ReduceOp;
 
-std::shared_ptr<Communicator> g_world;
+// The world of the harness (mpi_harness.h), under the name the tests below use.
+std::shared_ptr<Communicator>& g_world = loom::testing::mpi_world();
 
 // Every rank's copy of every parameter is bitwise the same as rank 0's.
 ::testing::AssertionResult identical_on_every_rank(const std::vector<Tensor>& ps) {
@@ -174,34 +176,6 @@ TEST(StepGuard, ANonFiniteGradientOnOneRankStopsEveryRank) {
 }  // namespace
 }  // namespace loom::optim
 
-namespace {
-// On ranks other than 0: prints failures only, prefixed with the rank.
-class FailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!result.failed()) return;
-    std::printf("[rank %d] %s:%d: Failure\n%s\n", rank_,
-                result.file_name() ? result.file_name() : "?", result.line_number(),
-                result.summary());
-    std::fflush(stdout);
-  }
-
- private:
-  int rank_;
-};
-}  // namespace
-
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  loom::optim::g_world = loom::parallel::world_communicator();
-  const int rank = loom::optim::g_world->rank();
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new FailurePrinter(rank));
-  }
-  const int rc = RUN_ALL_TESTS();
-  loom::optim::g_world.reset();
-  return rc;
+  return loom::testing::run_mpi_tests(argc, argv);
 }

@@ -13,6 +13,7 @@
 
 #include "models/nn/linear.h"
 #include "parallel/collectives.h"
+#include "mpi_harness.h"
 #include "parallel/communicator.h"
 #include "parallel/dp_reducer.h"
 #include "parallel/grid.h"
@@ -23,7 +24,8 @@ using testing::allclose;
 
 namespace {
 
-std::shared_ptr<Communicator> g_world;
+// The world of the harness (mpi_harness.h), under the name the tests below use.
+std::shared_ptr<Communicator>& g_world = loom::testing::mpi_world();
 
 Communicator& world() {
   return *g_world;
@@ -546,34 +548,6 @@ TEST(MpiDpReducer, ParameterUnusedOnSomeRanksGetsTheAverage) {
 
 }  // namespace loom::parallel
 
-namespace {
-// On ranks other than 0: prints failures only, prefixed with the rank.
-class FailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!result.failed()) return;
-    std::printf("[rank %d] %s:%d: Failure\n%s\n", rank_,
-                result.file_name() ? result.file_name() : "?", result.line_number(),
-                result.summary());
-    std::fflush(stdout);
-  }
-
- private:
-  int rank_;
-};
-}  // namespace
-
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  loom::parallel::g_world = loom::parallel::world_communicator();
-  const int rank = loom::parallel::g_world->rank();
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new FailurePrinter(rank));
-  }
-  const int rc = RUN_ALL_TESTS();
-  loom::parallel::g_world.reset();
-  return rc;
+  return loom::testing::run_mpi_tests(argc, argv);
 }

@@ -1,5 +1,5 @@
 #pragma once
-// The main of a multi-rank GoogleTest program (tests/models/mpi.cmake): every rank runs every
+// The main of every multi-rank GoogleTest program (each folder's mpi.cmake): every rank runs every
 // test over the world communicator (MPI under mpirun); rank 0 prints the usual report, the others
 // print only their failures, prefixed with their rank. Tests must not return early between
 // collectives, so that a failure on one rank cannot leave the others waiting.
