@@ -14,10 +14,10 @@ thread_local bool g_grad_enabled = true;
 bool grad_enabled() {
   return g_grad_enabled;
 }
-NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) {
-  g_grad_enabled = false;
+GradModeGuard::GradModeGuard(bool enabled) : prev_(g_grad_enabled) {
+  g_grad_enabled = enabled;
 }
-NoGradGuard::~NoGradGuard() {
+GradModeGuard::~GradModeGuard() {
   g_grad_enabled = prev_;
 }
 

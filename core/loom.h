@@ -2,6 +2,7 @@
 // The whole core API in one include: tensors, autograd, RNG and every op.
 #include "core/autocast.h"
 #include "core/autograd.h"
+#include "core/checkpoint.h"
 #include "core/ops/conv.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/index.h"

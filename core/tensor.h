@@ -149,17 +149,22 @@ Tensor from_vector(const std::vector<T>& values, const Shape& shape);
 template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, DType dtype);
 
-// Grad mode: while a NoGradGuard lives on this thread, ops record no graph.
+// Grad mode: while a NoGradGuard lives on this thread, ops record no graph; a GradModeGuard sets
+// the mode either way for its lifetime (activation checkpointing records inside a backward pass).
 bool grad_enabled();
-class NoGradGuard {
+class GradModeGuard {
  public:
-  NoGradGuard();
-  ~NoGradGuard();
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool prev_;
+};
+class NoGradGuard : public GradModeGuard {
+ public:
+  NoGradGuard() : GradModeGuard(false) {}
 };
 
 // Copies src into dst elementwise (shapes must match; broadcasting src is allowed; dtypes convert;

@@ -133,6 +133,7 @@ class DiffusionJob {
             "NCCL backend, not built yet)");
     Generator init(seed_, kInit);
     model_ = std::make_shared<dit::DiT>(cfg_, init, dp_.model_parallel());
+    model_->set_activation_checkpointing(r.get_bool("train.activation_checkpointing"));
     shards_ = ParamShards(*model_);
     for (const auto& [name, p] : model_->named_parameters()) {
       names_.push_back(name);

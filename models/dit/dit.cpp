@@ -3,6 +3,7 @@
 #include <sstream>
 #include <utility>
 
+#include "core/checkpoint.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/index.h"
 #include "core/ops/linalg.h"
@@ -359,7 +360,7 @@ DiT::Output DiT::forward(const Tensor& x, const Tensor& t, const Tensor& y,
   Output out;
   Tensor h = tokens;
   for (const auto& block : blocks_) {
-    DiTBlock::Output o = block->forward(h, silu_c);
+    DiTBlock::Output o = run_block(*block, h, silu_c);
     h = std::move(o.x);
     if (o.aux_loss.defined())
       out.aux_loss = out.aux_loss.defined() ? out.aux_loss + o.aux_loss : o.aux_loss;
@@ -368,6 +369,24 @@ DiT::Output DiT::forward(const Tensor& x, const Tensor& t, const Tensor& y,
   out.out = unpatchify(parallel_.gather_tokens(final_layer_->forward(h, silu_c)), cfg_.patch_size,
                        out_channels());
   return out;
+}
+
+DiTBlock::Output DiT::run_block(const DiTBlock& block, const Tensor& h,
+                                const Tensor& silu_c) const {
+  if (!checkpoint_blocks_ || !grad_enabled()) return block.forward(h, silu_c);
+  // The block's outputs as a list of defined tensors: x, then the MoE balance loss and counts.
+  const std::vector<Tensor> out = checkpoint(
+      [&block](const std::vector<Tensor>& in) {
+        DiTBlock::Output o = block.forward(in[0], in[1]);
+        std::vector<Tensor> v{o.x};
+        if (o.aux_loss.defined()) v.push_back(o.aux_loss);
+        if (o.expert_counts.defined()) v.push_back(o.expert_counts);
+        return v;
+      },
+      {h, silu_c});
+  DiTBlock::Output o{.x = out[0]};
+  for (size_t i = 1; i < out.size(); ++i) (is_floating(out[i].dtype()) ? o.aux_loss : o.expert_counts) = out[i];
+  return o;
 }
 
 Tensor DiT::forward_with_cfg(const Tensor& x, const Tensor& t, const Tensor& y,

@@ -211,7 +211,17 @@ class DiT : public nn::Module {
   bool is_parallel() const { return parallel_.tp != nullptr; }
   const nn::ModelParallel& parallel() const { return parallel_; }
 
+  // Per-block activation checkpointing (train.activation_checkpointing): while recording a graph,
+  // each block runs through loom::checkpoint, so only its inputs are kept for backward and its
+  // intermediates are recomputed there (core/checkpoint.h). The same values either way, and the
+  // same gradients up to the order in which the blocks' conditioning gradients are summed.
+  void set_activation_checkpointing(bool on) { checkpoint_blocks_ = on; }
+  bool activation_checkpointing() const { return checkpoint_blocks_; }
+
  private:
+  // One block's forward, through checkpoint() when that is on and a graph is being recorded.
+  DiTBlock::Output run_block(const DiTBlock& block, const Tensor& h, const Tensor& silu_c) const;
+
   DiTConfig cfg_;
   nn::ModelParallel parallel_;
   std::shared_ptr<PatchEmbed> x_embedder_;
@@ -220,6 +230,7 @@ class DiT : public nn::Module {
   std::vector<std::shared_ptr<DiTBlock>> blocks_;
   std::shared_ptr<FinalLayer> final_layer_;
   Tensor pos_embed_;
+  bool checkpoint_blocks_ = false;
 };
 
 }  // namespace loom::dit

@@ -62,6 +62,22 @@ TEST(TrainE2E, ResumeGivesBitIdenticalLosses) {
   fs::remove_all(part);
 }
 
+// train.activation_checkpointing trains the same job: the same losses to rounding (the blocks'
+// conditioning gradients are summed in another order). tests/dit checks the recomputation itself.
+TEST(TrainE2E, ActivationCheckpointingKeepsTheLosses) {
+  std::ostringstream log;
+  const std::string plain = temp_dir("plain"), ckpt = temp_dir("ckpt");
+  train(Recipe::from_string(tiny_recipe(4), "a.toml"), {.out_dir = plain}, log);
+  train(Recipe::from_string(tiny_recipe(4), "b.toml", {"train.activation_checkpointing=true"}),
+        {.out_dir = ckpt}, log);
+  const auto a = losses(plain), b = losses(ckpt);
+  ASSERT_EQ(a.size(), 4u) << log.str();
+  ASSERT_EQ(b.size(), 4u) << log.str();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(a[i])) << i;
+  fs::remove_all(plain);
+  fs::remove_all(ckpt);
+}
+
 TEST(TrainE2E, FreshRunRefusesADirWithCheckpoints) {
   std::ostringstream log;
   const std::string dir = temp_dir("refuse");
