@@ -12,12 +12,11 @@
 #include "kernels/cpu/thread_pool.h"
 #include "models/nn/linear.h"
 #include "optim/adamw.h"
+#include "trainer/step_report.h"
 
 namespace loom::trainer {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kPixels = 28 * 28;
 constexpr int64_t kHidden = 256;
@@ -53,10 +52,6 @@ std::string format(const char* f, ...) {
   std::vsnprintf(s.data(), s.size() + 1, f, args);
   va_end(args);
   return s;
-}
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 double test_accuracy(const Mlp& model, const data::ImageDataset& test) {

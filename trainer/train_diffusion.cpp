@@ -48,6 +48,7 @@
 #include "trainer/param_shards.h"
 #include "trainer/sampling.h"
 #include "trainer/signals.h"
+#include "trainer/step_report.h"
 #include "trainer/train.h"
 #include "trainer/training_state.h"
 
@@ -57,36 +58,6 @@ namespace {
 
 // Generator streams of one run (the seed is train.seed).
 enum Stream : uint64_t { kInit = 1, kTimesteps = 2, kNoise = 3, kLabelDrop = 4 };
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// Mean of per-layer max/mean expert load over the layers (1 = perfectly balanced).
-double load_imbalance(const std::vector<std::vector<double>>& counts) {
-  double acc = 0;
-  for (const auto& layer : counts) {
-    double mx = 0, total = 0;
-    for (double c : layer) {
-      mx = std::max(mx, c);
-      total += c;
-    }
-    acc += total > 0 ? mx / (total / double(layer.size())) : 1.0;
-  }
-  return counts.empty() ? 0.0 : acc / double(counts.size());
-}
-
-// The H200's dense bf16 tensor-core rate measured with a large GEMM (../shared/BENCH.md), the
-// denominator of the MFU in the step line.
-constexpr double kBf16PeakTflops = 790;
-
-std::string fmt(double v, int precision = 4) {
-  std::ostringstream os;
-  os << std::setprecision(precision) << v;
-  return os.str();
-}
 
 std::string mib(double bytes) {
   return fmt(bytes / double(1 << 20), 3) + " MiB";
@@ -101,14 +72,6 @@ ModelSplits model_splits(const dit::DiTConfig& cfg) {
           .mlp_hidden = cfg.num_experts ? 0 : int64_t(double(cfg.hidden_size) * cfg.mlp_ratio),
           .num_tokens = grid * grid};
 }
-
-// Statistics accumulated between two log lines, already reduced over the dp ranks.
-struct Interval {
-  double loss = 0, mse = 0, vb = 0, aux = 0, grad_norm = 0;
-  int64_t steps = 0, images = 0;
-  std::vector<std::vector<double>> expert_counts;  // [layer][expert]
-  Clock::time_point start = Clock::now();
-};
 
 class DiffusionJob {
  public:
@@ -177,7 +140,7 @@ class DiffusionJob {
     print_header();
     install_stop_handlers();
     ProgressLine progress(dp_.progress(out_));
-    Interval iv;
+    IntervalStats iv;
     const Clock::time_point session_start = Clock::now();
     const int64_t first_step = step_;
     bool interrupted = false;
@@ -192,7 +155,7 @@ class DiffusionJob {
       if (step_ % log_every == 0 || step_ == total) {
         progress.clear();
         if (dp_.is_root()) log(iv, total, session_start, first_step);
-        iv = Interval{};
+        iv = IntervalStats{};
       }
       if (sample_every > 0 && step_ % sample_every == 0) sample_grid();
       if (ckpt_every > 0 && step_ % ckpt_every == 0) checkpoint();
@@ -290,7 +253,7 @@ class DiffusionJob {
   }
 
   // One optimizer step; false when it was skipped (non-finite loss or gradients).
-  bool train_step(Interval& iv) {
+  bool train_step(IntervalStats& iv) {
     const int64_t accum = dp_.plan().grad_accum;
     model_->train();
     optimizer_->zero_grad();
@@ -329,14 +292,14 @@ class DiffusionJob {
       if (l.mse.defined()) mse += l.mse.item() / double(accum);
       if (l.vb.defined()) vb += l.vb.item() / double(accum);
       if (aux.defined()) aux_total += aux.item() / double(accum);
-      add_counts(counts, layer_counts);
+      add_layer_counts(counts, layer_counts);
       iv.images += x0.size(0) * dp_.size();
     }
     dp_.finish_gradients();
     // Every rank logs, and decides on, the mean over the global batch.
     const std::vector<double> mean = dp_.average({loss, mse, vb, aux_total});
     loss = mean[0];
-    add_interval_counts(iv, dp_.sum(counts));
+    iv.add_expert_counts(dp_.sum(counts), cfg_.num_experts);
     // Decided over every rank: a tp rank's gradient slices are its own.
     if (!admit(optim::all_finite(params_, {loss}, &dp_.world()), loss)) {
       optimizer_->zero_grad();
@@ -390,64 +353,23 @@ class DiffusionJob {
     out_ << "\n";
   }
 
-  // counts[l * E + e] += layer_counts[l][e].
-  static void add_counts(std::vector<double>& counts, const std::vector<Tensor>& layer_counts) {
-    for (size_t l = 0; l < layer_counts.size(); ++l) {
-      const auto c = layer_counts[l].to_vector<double>();
-      counts.resize(layer_counts.size() * c.size(), 0.0);
-      for (size_t e = 0; e < c.size(); ++e) counts[l * c.size() + e] += c[e];
-    }
-  }
-
-  void add_interval_counts(Interval& iv, const std::vector<double>& counts) {
-    if (counts.empty()) return;
-    const size_t experts = size_t(cfg_.num_experts);
-    iv.expert_counts.resize(counts.size() / experts, std::vector<double>(experts, 0.0));
-    for (size_t i = 0; i < counts.size(); ++i)
-      iv.expert_counts[i / experts][i % experts] += counts[i];
-  }
-
-  void log(const Interval& iv, int64_t total, Clock::time_point session_start, int64_t first_step) {
-    const double n = double(std::max<int64_t>(iv.steps, 1));
-    const double secs = seconds_since(iv.start);
-    const double img_s = double(iv.images) / std::max(secs, 1e-9);
-    const double elapsed = elapsed_before_ + seconds_since(session_start);
-    const double rate = double(step_ - first_step) / std::max(seconds_since(session_start), 1e-9);
-    std::vector<std::pair<std::string, double>> fields = {
-        {"step", double(step_)},  {"loss", iv.loss / n},           {"time", elapsed},
-        {"lr", optimizer_->lr()}, {"grad_norm", iv.grad_norm / n}, {"img_per_s", img_s}};
-    if (ddpm_ && cfg_.learn_sigma) {
-      fields.push_back({"mse", iv.mse / n});
-      fields.push_back({"vb", iv.vb / n});
-    }
-    std::ostringstream line;
-    line << "step " << std::setw(6) << step_ << "/" << total << " | loss " << fmt(iv.loss / n)
-         << " | " << fmt(img_s, 4) << " img/s";
-    if (device_.is_cuda()) {  // model FLOPs as the peer counts them, over the H200's bf16 peak
-      const double tflops = img_s * dit::train_flops_per_image(cfg_) / 1e12;
-      const double peak_gib =
-          double(kernels::cuda::memory_stats(device_.index).peak_allocated) / double(1 << 30);
-      fields.push_back({"model_tflops", tflops});
-      fields.push_back({"peak_mem_gib", peak_gib});
-      line << " (" << fmt(tflops, 3) << " TFLOP/s, MFU " << fmt(100 * tflops / kBf16PeakTflops, 3)
-           << "%, " << fmt(peak_gib, 3) << " GiB)";
-    }
-    line << " | lr " << fmt(optimizer_->lr(), 3) << " | grad " << fmt(iv.grad_norm / n, 3);
-    if (!iv.expert_counts.empty()) {
-      const double imb = load_imbalance(iv.expert_counts);
-      fields.push_back({"aux_loss", iv.aux / n});
-      fields.push_back({"load_imbalance", imb});
-      for (size_t l = 0; l < iv.expert_counts.size(); ++l)
-        fields.push_back(
-            {"load_imbalance_layer" + std::to_string(l), load_imbalance({iv.expert_counts[l]})});
-      line << " | load " << fmt(imb, 3);
-    }
-    if (skipped_steps()) fields.push_back({"skipped_steps", double(skipped_steps())});
-    line << " | " << format_duration(elapsed);
-    if (rate > 0 && step_ < total)
-      line << ", eta " << format_duration(double(total - step_) / rate);
-    out_ << line.str() << std::endl;
-    run_->metrics().write(fields);
+  void log(const IntervalStats& iv, int64_t total, Clock::time_point session_start,
+           int64_t first_step) {
+    const bool cuda = device_.is_cuda();
+    const StepContext c{
+        .step = step_,
+        .total = total,
+        .lr = optimizer_->lr(),
+        .elapsed = elapsed_before_ + seconds_since(session_start),
+        .steps_per_s = double(step_ - first_step) / std::max(seconds_since(session_start), 1e-9),
+        .vb_terms = ddpm_ && cfg_.learn_sigma,
+        .skipped_steps = skipped_steps(),
+        .train_flops_per_image =
+            cuda ? std::optional<double>(dit::train_flops_per_image(cfg_)) : std::nullopt,
+        .peak_bytes = cuda ? kernels::cuda::memory_stats(device_.index).peak_allocated : 0};
+    const StepLine line = format_step_line(iv, c);
+    out_ << line.text << std::endl;
+    run_->metrics().write(line.fields);
   }
 
   // Non-finite steps skipped over the whole run, resumed sessions included.
