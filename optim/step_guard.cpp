@@ -3,9 +3,6 @@
 #include <cmath>
 #include <limits>
 
-#include "core/ops/elementwise.h"
-#include "core/ops/reduce.h"
-
 namespace loom::optim {
 
 namespace {
@@ -18,7 +15,9 @@ bool span_finite(const T* x, int64_t n) {
   return !bad;
 }
 
-bool tensor_finite(const Tensor& t) {
+// Scanned on the host (a device tensor is copied there first).
+bool tensor_finite(const Tensor& t_in) {
+  const Tensor t = t_in.to(Device::cpu());
   if (t.dtype() == DType::f64) {
     const Tensor c = t.contiguous();
     return span_finite(c.data<double>(), c.numel());
@@ -33,20 +32,10 @@ bool all_finite(const std::vector<Tensor>& params, std::span<const double> scala
                 parallel::Communicator* group) {
   NoGradGuard no_grad;
   bool ok = span_finite(scalars.data(), int64_t(scalars.size()));
-  // Device gradients are checked on the device: the sum over them of max |g| (in f64) is finite
-  // exactly when every element is (amax keeps a NaN), and it is read with one synchronization.
-  Tensor device_total;
   for (size_t i = 0; i < params.size() && ok; ++i) {
     const Tensor g = params[i].grad();
-    if (!g.defined()) continue;
-    if (g.device().is_cuda()) {
-      const Tensor m = amax(abs(g)).to(DType::f64);
-      device_total = device_total.defined() ? device_total + m : m;
-    } else {
-      ok = tensor_finite(g);
-    }
+    if (g.defined()) ok = tensor_finite(g);
   }
-  if (ok && device_total.defined()) ok = std::isfinite(device_total.item());
   if (!group) return ok;
   Tensor bad = full({1}, ok ? 0 : 1, DType::i32);
   group->all_reduce(bad, parallel::ReduceOp::max);

@@ -5,6 +5,10 @@
 // In a training loop, after the gradients are averaged (DpReducer::finish) and before clipping:
 //
 //   if (!guard.admit(optim::all_finite(params, {loss}, dp.get()), step)) {
+//
+// A loop that computes the global gradient norm anyway passes no params and the norm as a scalar
+// instead (all_finite({}, {loss, norm}, group)): the f64 norm is finite exactly when every
+// gradient element is, so the gradients are not scanned twice (the diffusion trainer does this).
 //     optimizer.zero_grad();   // the skipped step's gradients are dropped
 //     continue;                // no optimizer step, no EMA update
 //   }

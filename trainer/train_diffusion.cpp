@@ -300,14 +300,15 @@ class DiffusionJob {
     const std::vector<double> mean = dp_.average({loss, mse, vb, aux_total});
     loss = mean[0];
     iv.add_expert_counts(dp_.sum(counts), cfg_.num_experts);
-    // Decided over every rank: a tp rank's gradient slices are its own.
-    if (!admit(optim::all_finite(params_, {loss}, &dp_.world()), loss)) {
+    // The global norm (f64 sum of squares) is finite exactly when every gradient element is, so
+    // it doubles as the non-finite check; decided over every rank all the same.
+    const double norm = nn::sharded_grad_norm(*model_);
+    if (!admit(optim::all_finite({}, {loss, norm}, &dp_.world()), loss)) {
       optimizer_->zero_grad();
       ++step_;
       return false;
     }
-    const double gn = optim::clip_grads_to(params_, nn::sharded_grad_norm(*model_),
-                                           r_.get_double("train.grad_clip"));
+    const double gn = optim::clip_grads_to(params_, norm, r_.get_double("train.grad_clip"));
     optimizer_->set_lr(optim::learning_rate_at(schedule_from_recipe(r_), step_));
     optimizer_->step();
     ema_->update();

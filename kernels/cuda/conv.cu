@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
+#include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace loom::kernels::cuda {
@@ -19,12 +20,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ int64_t first_item() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t item_step() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
 
 template <class T>
 __global__ void vol2col_kernel(ConvGeometry g, const T* __restrict__ x, T* __restrict__ cols,
@@ -33,7 +28,7 @@ __global__ void vol2col_kernel(ConvGeometry g, const T* __restrict__ x, T* __res
   const int64_t k = g.kernel[0] * g.kernel[1] * g.kernel[2];
   const int64_t l = g.out[0] * g.out[1] * g.out[2];
   const int64_t s = g.in[0] * g.in[1] * g.in[2];
-  for (int64_t e = first_item(); e < total; e += item_step()) {
+  for (int64_t e = grid_index(); e < total; e += grid_step()) {
     const int64_t r = e / l, col = e % l;
     const int64_t plane = r / k, tap = r % k;
     const int64_t kw = tap % g.kernel[2], kh = tap / g.kernel[2] % g.kernel[1];
@@ -68,7 +63,7 @@ __global__ void col2vol_kernel(ConvGeometry g, const T* __restrict__ cols, T* __
   const int64_t k = g.kernel[0] * g.kernel[1] * g.kernel[2];
   const int64_t l = g.out[0] * g.out[1] * g.out[2];
   const int64_t s = g.in[0] * g.in[1] * g.in[2];
-  for (int64_t e = first_item(); e < total; e += item_step()) {
+  for (int64_t e = grid_index(); e < total; e += grid_step()) {
     const int64_t plane = e / s, pos = e % s;
     const int64_t iw = pos % g.in[2], ih = pos / g.in[2] % g.in[1];
     const int64_t id = pos / (g.in[2] * g.in[1]);

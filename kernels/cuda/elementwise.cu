@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
+#include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/strided.cuh"
 
@@ -20,20 +21,17 @@ namespace {
 
 constexpr int kThreads = 256;
 
-#define LOOM_GRID_STRIDE(i, n) \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += int64_t(gridDim.x) * blockDim.x)
 
 template <class T, class F>
 __global__ void unary_kernel(const T* x, T* y, int64_t n) {
   using C = typename Compute<T>::type;
-  LOOM_GRID_STRIDE(i, n) { y[i] = from_compute<T>(C(F::f(to_compute<C>(x[i])))); }
+  for (int64_t i = grid_index(); i < n; i += grid_step()) { y[i] = from_compute<T>(C(F::f(to_compute<C>(x[i])))); }
 }
 
 template <class T>
 __global__ void clamp_kernel(const T* x, T* y, int64_t n, double lo, double hi) {
   using C = typename Compute<T>::type;
-  LOOM_GRID_STRIDE(i, n) {
+  for (int64_t i = grid_index(); i < n; i += grid_step()) {
     C v = to_compute<C>(x[i]);
     // NaN stays NaN, as std::clamp-free CPU twin (min(max(x, lo), hi)) does.
     if (v < C(lo)) v = C(lo);
@@ -49,7 +47,7 @@ __global__ void binary_typed_kernel(StridePack<3> p, const T* a, const T* b, O* 
                                     typename Compute<T>::type sa, typename Compute<T>::type sb,
                                     int64_t n) {
   using C = typename Compute<T>::type;
-  LOOM_GRID_STRIDE(i, n) {
+  for (int64_t i = grid_index(); i < n; i += grid_step()) {
     int64_t off[3];
     strided_offsets(p, i, off);
     const C x = a ? to_compute<C>(a[off[0]]) : sa;
@@ -75,7 +73,7 @@ DevOperand dev(const Operand& o) {
 template <class C, class F>
 __global__ void binary_strided_kernel(StridePack<3> p, DevOperand a, DevOperand b, void* out,
                                       DType out_dtype, int64_t n) {
-  LOOM_GRID_STRIDE(i, n) {
+  for (int64_t i = grid_index(); i < n; i += grid_step()) {
     int64_t off[3];
     strided_offsets(p, i, off);
     const C r = C(F::f(load_operand<C>(a, off[0]), load_operand<C>(b, off[1])));
@@ -86,7 +84,7 @@ __global__ void binary_strided_kernel(StridePack<3> p, DevOperand a, DevOperand 
 template <class C>
 __global__ void where_kernel(StridePack<4> p, DevOperand cond, DevOperand a, DevOperand b,
                              void* out, DType out_dtype, int64_t n) {
-  LOOM_GRID_STRIDE(i, n) {
+  for (int64_t i = grid_index(); i < n; i += grid_step()) {
     int64_t off[4];
     strided_offsets(p, i, off);
     const bool c = load_operand<int64_t>(cond, off[0]) != 0;
@@ -98,7 +96,7 @@ __global__ void where_kernel(StridePack<4> p, DevOperand cond, DevOperand a, Dev
 // Same-dtype strided copy of raw elements of W bytes.
 template <class W>
 __global__ void copy_raw_kernel(StridePack<2> p, const W* src, W* dst, int64_t n) {
-  LOOM_GRID_STRIDE(i, n) {
+  for (int64_t i = grid_index(); i < n; i += grid_step()) {
     int64_t off[2];
     strided_offsets(p, i, off);
     dst[off[1]] = src[off[0]];
@@ -107,7 +105,7 @@ __global__ void copy_raw_kernel(StridePack<2> p, const W* src, W* dst, int64_t n
 
 __global__ void copy_convert_kernel(StridePack<2> p, DevOperand src, void* dst, DType dst_dtype,
                                     int64_t n) {
-  LOOM_GRID_STRIDE(i, n) {
+  for (int64_t i = grid_index(); i < n; i += grid_step()) {
     int64_t off[2];
     strided_offsets(p, i, off);
     if (src.dtype == DType::i64 && dst_dtype == DType::i64) {  // exact beyond 2^53
@@ -120,7 +118,7 @@ __global__ void copy_convert_kernel(StridePack<2> p, DevOperand src, void* dst, 
 
 template <class T>
 __global__ void fill_kernel(T* dst, int64_t n, T value) {
-  LOOM_GRID_STRIDE(i, n) { dst[i] = value; }
+  for (int64_t i = grid_index(); i < n; i += grid_step()) { dst[i] = value; }
 }
 
 bool is_int_like(DType t) {

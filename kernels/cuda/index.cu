@@ -19,6 +19,7 @@
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
+#include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/strided.cuh"
 
@@ -31,12 +32,6 @@ constexpr int64_t kWarpRowMax = 1024;  // longest topk row one warp handles
 constexpr int kTopkBlockThreads = 256;
 constexpr int kWarpRowsPerBlock = 4;
 
-__device__ __forceinline__ int64_t first_item() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t item_step() {
-  return int64_t(gridDim.x) * blockDim.x;
-}
 
 // Calls f(U{}) with U an unsigned type (uint4 for 16 bytes) of `bytes` bytes.
 template <class F>
@@ -114,7 +109,7 @@ template <class U, class I>
 __global__ void index_select_kernel(const U* __restrict__ x, U* __restrict__ out,
                                     const I* __restrict__ idx, int64_t total, int64_t n, int64_t m,
                                     int64_t inner) {
-  for (int64_t e = first_item(); e < total; e += item_step()) {
+  for (int64_t e = grid_index(); e < total; e += grid_step()) {
     const int64_t c = e % inner, r = e / inner;
     const int64_t o = r / m, j = r % m;
     out[e] = x[(o * n + int64_t(idx[j])) * inner + c];
@@ -125,7 +120,7 @@ __global__ void index_select_kernel(const U* __restrict__ x, U* __restrict__ out
 template <class T, class I>
 __global__ void index_add_kernel(T* out, const T* __restrict__ src, const I* __restrict__ idx,
                                  int64_t total, int64_t n, int64_t m, int64_t inner) {
-  for (int64_t e = first_item(); e < total; e += item_step()) {
+  for (int64_t e = grid_index(); e < total; e += grid_step()) {
     const int64_t c = e % inner, r = e / inner;
     const int64_t o = r / m, j = r % m;
     atomic_add(out + (o * n + int64_t(idx[j])) * inner + c, src[e]);
@@ -138,7 +133,7 @@ __global__ void index_add_kernel(T* out, const T* __restrict__ src, const I* __r
 template <class U, class I>
 __global__ void gather_kernel(StridePack<3> p, int64_t x_along, const U* __restrict__ x,
                               const I* __restrict__ idx, U* __restrict__ out, int64_t total) {
-  for (int64_t e = first_item(); e < total; e += item_step()) {
+  for (int64_t e = grid_index(); e < total; e += grid_step()) {
     int64_t off[3];
     strided_offsets(p, e, off);
     out[off[2]] = x[off[0] + int64_t(idx[off[1]]) * x_along];
@@ -152,7 +147,7 @@ __global__ void scatter_add_kernel(StridePack<3> p, Along along, int64_t len, T*
                                    const I* __restrict__ idx, const T* __restrict__ src,
                                    int64_t fibers) {
   using C = typename Compute<T>::type;
-  for (int64_t f = first_item(); f < fibers; f += item_step()) {
+  for (int64_t f = grid_index(); f < fibers; f += grid_step()) {
     int64_t off[3];
     strided_offsets(p, f, off);
     for (int64_t j = 0; j < len; ++j) {

@@ -93,7 +93,7 @@ void rms_norm_forward(const void* x, const void* w, void* y, void* rstd, DType d
                       int64_t rows, int64_t n, double eps);
 
 // dx for layer_norm (mean given) or rms_norm (mean null) from x, the optional weight, the forward's
-// statistics (stats dtype) and dy, all contiguous [rows, n] (norm_backward.cu).
+// statistics (stats dtype) and dy, all contiguous [rows, n].
 void norm_backward_input(const void* x, const void* w, const void* mean, const void* rstd,
                          const void* dy, void* dx, DType dtype, int64_t rows, int64_t n);
 

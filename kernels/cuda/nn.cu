@@ -1,5 +1,6 @@
-// Softmax, layer norm and RMS norm over the rows of a contiguous x [rows, n] (kernels.h, nn
-// section; CPU twins in kernels/cpu/softmax.h and kernels/cpu/norm.h, same formulas).
+// Softmax, layer norm and RMS norm over the rows of a contiguous x [rows, n], and the norms' input
+// gradient (kernels.h, nn section; CPU twins in kernels/cpu/softmax.h and kernels/cpu/norm.h and
+// the ops-built backward in core/ops/nn.cpp, same formulas).
 //
 // Launch shape: a row of n <= 1024 is handled by one warp (4 rows per 128-thread block), a longer
 // row by one 512-thread block; blocks stride over the rows, so any row count works. Each pass
@@ -198,6 +199,37 @@ struct RowShape {
   static unsigned grid(int64_t rows) { return blocks_for(rows, G == 32 ? kWarpRowsPerBlock : 1); }
 };
 
+// The input gradient of layer_norm (mean given) or rms_norm (mean null), one 256-thread block per
+// row: with xhat = (x - mean) * rstd (rms: x * rstd) and gxhat = dy * w (dy when w is null),
+//   layer_norm: dx = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))
+//   rms_norm:   dx = rstd * (gxhat - xhat * mean(gxhat * xhat))
+// the formulas of the ops-built CPU backward (core/ops/nn.cpp); the second pass re-reads the row.
+constexpr int kNormBackwardThreads = 256;
+
+template <class T>
+__global__ void norm_backward_kernel(const T* x, const T* w, const typename Compute<T>::type* mean,
+                                     const typename Compute<T>::type* rstd, const T* dy, T* dx, int64_t n) {
+  using C = typename Compute<T>::type;
+  const int64_t row = blockIdx.x;
+  const T* xr = x + row * n;
+  const T* gr = dy + row * n;
+  T* dr = dx + row * n;
+  const C mu = mean ? C(mean[row]) : C(0), rs = C(rstd[row]);
+  C sum_g = 0, sum_gx = 0;
+  for (int64_t j = threadIdx.x; j < n; j += kNormBackwardThreads) {
+    const C g = to_compute<C>(gr[j]) * (w ? to_compute<C>(w[j]) : C(1));
+    sum_g += g;
+    sum_gx += g * (to_compute<C>(xr[j]) - mu) * rs;
+  }
+  const C mean_g = mean ? row_reduce<kNormBackwardThreads>(sum_g, Sum{}) / C(n) : C(0);
+  const C mean_gx = row_reduce<kNormBackwardThreads>(sum_gx, Sum{}) / C(n);
+  for (int64_t j = threadIdx.x; j < n; j += kNormBackwardThreads) {
+    const C g = to_compute<C>(gr[j]) * (w ? to_compute<C>(w[j]) : C(1));
+    const C xh = (to_compute<C>(xr[j]) - mu) * rs;
+    dr[j] = from_compute<T>(rs * (g - mean_g - xh * mean_gx));
+  }
+}
+
 // Calls f(RowShape<V, G>{}) for the row kernels of dtype T: 16-byte packs when `aligned` (every
 // row pointer's base is) and n fills whole packs; a warp per row up to kWarpRowMax.
 template <class T, class F>
@@ -258,6 +290,18 @@ void rms_norm_forward(const void* x, const void* w, void* y, void* rstd, DType d
     });
   });
   check_launch("rms_norm_forward");
+}
+
+void norm_backward_input(const void* x, const void* w, const void* mean, const void* rstd,
+                         const void* dy, void* dx, DType dtype, int64_t rows, int64_t n) {
+  if (rows == 0 || n == 0) return;
+  dispatch_float(dtype, "norm_backward_input", [&](auto tag) {
+    using T = decltype(tag);
+    norm_backward_kernel<T><<<blocks_for(rows, 1), kNormBackwardThreads, 0, compute_stream()>>>(
+        static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const typename Compute<T>::type*>(mean),
+        static_cast<const typename Compute<T>::type*>(rstd), static_cast<const T*>(dy), static_cast<T*>(dx), n);
+  });
+  check_launch("norm_backward_input");
 }
 
 }  // namespace loom::kernels::cuda

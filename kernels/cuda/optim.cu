@@ -3,6 +3,7 @@
 // Launch shape: one thread per four elements (float4) when every pointer is 16-byte aligned and
 // n is a multiple of 4, else one per element; 256 threads per block, grid-stride.
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/kernels.h"
 
 namespace loom::kernels::cuda {
@@ -19,15 +20,12 @@ __device__ __forceinline__ void adamw_one(float& p, float g, float& m, float& v,
 
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n,
                              AdamWStep s) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    adamw_one(p[i], g[i], m[i], v[i], s);
+  for (int64_t i = grid_index(); i < n; i += grid_step()) adamw_one(p[i], g[i], m[i], v[i], s);
 }
 
 __global__ void adamw_kernel4(float4* p, const float4* g, float4* m, float4* v, int64_t n4,
                               AdamWStep s) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = grid_index(); i < n4; i += grid_step()) {
     float4 pp = p[i], mm = m[i], vv = v[i];
     const float4 gg = g[i];
     adamw_one(pp.x, gg.x, mm.x, vv.x, s);

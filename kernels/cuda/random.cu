@@ -4,6 +4,7 @@
 #include <array>
 
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/philox.h"
 
@@ -14,8 +15,7 @@ namespace {
 __global__ void philox_kernel(float* out, int64_t n, uint64_t seed, uint64_t stream,
                               uint64_t first, Distribution dist) {
   const int64_t blocks = (n + 3) / 4;
-  for (int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; b < blocks;
-       b += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t b = grid_index(); b < blocks; b += grid_step()) {
     const std::array<uint32_t, 4> w = philox4x32(seed, first + uint64_t(b), stream);
     for (int j = 0; j < 4 && 4 * b + j < n; ++j) {
       float v;
