@@ -205,7 +205,7 @@ void Muon::step_on_device(size_t i, const Tensor& g, float beta, float one_beta,
   Tensor& p = params_[i];
   const Tensor& m = buffers_[i];
   copy_into(m, m + (g - m) * double(one_beta));
-  const Tensor u = config_.nesterov ? g + (m - g) * double(beta) : m.clone();
+  const Tensor u = config_.nesterov ? g + (m - g) * double(beta) : m;  // m is read-only below
   copy_into(p, p * double(decay));
   float step = 0;
   const Tensor o = orthogonalized(i, u, &step);

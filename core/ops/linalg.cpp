@@ -179,7 +179,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (bias.defined()) {
     LOOM_CHECK(bias.dim() == 1 && bias.shape()[0] == weight.shape()[0], "[linear] bias ",
                shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()));
-    y = y + (y.dtype() == bias.dtype() ? bias : autocast(bias));  // bf16 stays bf16
+    y = y + autocast(bias);  // under autocast the bias joins the bf16 product, which stays bf16
   }
   return y;
 }
