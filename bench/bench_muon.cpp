@@ -6,35 +6,13 @@
 //   bench_muon [--iters 20]
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 
+#include "bench/timing.h"
 #include "core/loom.h"
 #include "kernels/cuda/runtime.h"
 #include "models/dit/dit.h"
 #include "optim/muon.h"
-
-namespace {
-
-template <class F>
-double median_ms(int64_t iters, F f) {
-  using namespace loom;
-  for (int i = 0; i < 3; ++i) f();
-  kernels::cuda::synchronize(0);
-  std::vector<double> t;
-  for (int64_t i = 0; i < iters; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    kernels::cuda::synchronize(0);
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                    .count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace loom;
@@ -45,7 +23,7 @@ int main(int argc, char** argv) {
   const Device gpu = Device::cuda(0);
   Generator gen(0);
   const Tensor g = randn({768, 3072}, gen, DType::f32, gpu);
-  const double ns5_ms = median_ms(iters, [&] { (void)optim::newton_schulz(g, 5); });
+  const double ns5_ms = 1e3 * bench::median_seconds(iters, 0, [&] { (void)optim::newton_schulz(g, 5); });
 
   dit::DiT model({.input_size = 32, .hidden_size = 768, .depth = 12, .num_heads = 12}, gen);
   model.to(gpu);
@@ -54,7 +32,7 @@ int main(int argc, char** argv) {
     if (name.rfind("blocks.", 0) == 0 && p.dim() == 2) hidden.push_back(p);
   for (const Tensor& p : hidden) p.set_grad(randn(p.shape(), gen, DType::f32, gpu));
   optim::Muon muon(hidden, {.lr = 0.02});
-  const double step_ms = median_ms(iters, [&] { muon.step(); });
+  const double step_ms = 1e3 * bench::median_seconds(iters, 0, [&] { muon.step(); });
   int64_t numel = 0;
   for (const Tensor& p : hidden) numel += p.numel();
   std::printf(

@@ -92,7 +92,9 @@ class NcclCommunicator final : public Communicator {
   const char* backend() const override { return "nccl"; }
 
  protected:
-  bool supports(Device device) const override { return device == device_; }
+  // Device tensors travel over NCCL; host tensors (agreement, counts, logged scalars) over the
+  // bootstrap group, so one communicator serves a trainer's mixed traffic.
+  bool supports(Device device) const override { return device == device_ || device.is_cpu(); }
 
   std::shared_ptr<Communicator> do_split(int color, int key, std::string name) override {
     return std::make_shared<NcclCommunicator>(bootstrap_->split(color, key, std::move(name)),
@@ -100,12 +102,14 @@ class NcclCommunicator final : public Communicator {
   }
 
   void do_all_reduce(const Tensor& t, ReduceOp op) override {
+    if (t.device().is_cpu()) return bootstrap_->all_reduce(t, op);
     run("all_reduce", [&] {
       return ncclAllReduce(t.raw_data(), t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()),
                            nccl_op(op), comm_, stream_);
     });
   }
   Work do_all_reduce_async(const Tensor& t, ReduceOp op) override {
+    if (t.device().is_cpu()) return bootstrap_->all_reduce_async(t, op);
     begin();
     check("all_reduce_async",
           ncclAllReduce(t.raw_data(), t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()),
@@ -113,12 +117,14 @@ class NcclCommunicator final : public Communicator {
     return Work(std::make_unique<NcclWork>(stream_, kernels::cuda::compute_stream(), t));
   }
   void do_all_gather(const Tensor& in, const Tensor& out) override {
+    if (in.device().is_cpu()) return bootstrap_->all_gather(in, out);
     run("all_gather", [&] {
       return ncclAllGather(in.raw_data(), out.raw_data(), size_t(in.numel()),
                            nccl_type(in.dtype()), comm_, stream_);
     });
   }
   void do_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    if (in.device().is_cpu()) return bootstrap_->reduce_scatter(in, out, op);
     run("reduce_scatter", [&] {
       return ncclReduceScatter(in.raw_data(), out.raw_data(), size_t(out.numel()),
                                nccl_type(in.dtype()), nccl_op(op), comm_, stream_);
@@ -127,6 +133,7 @@ class NcclCommunicator final : public Communicator {
   // One grouped send/recv per peer, rows rank-major on both sides.
   void do_all_to_all_v(const Tensor& in, const Tensor& out, std::span<const int64_t> send_counts,
                        std::span<const int64_t> recv_counts) override {
+    if (in.device().is_cpu()) return bootstrap_->all_to_all_v(in, out, send_counts, recv_counts);
     const int64_t row = in.dim() > 0 && in.size(0) > 0 ? in.numel() / in.size(0)
                                                         : (out.size(0) ? out.numel() / out.size(0) : 0);
     const size_t es = dtype_size(in.dtype());
@@ -150,27 +157,30 @@ class NcclCommunicator final : public Communicator {
     });
   }
   void do_broadcast(const Tensor& t, int root) override {
+    if (t.device().is_cpu()) return bootstrap_->broadcast(t, root);
     run("broadcast", [&] {
       return ncclBroadcast(t.raw_data(), t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()),
                            root, comm_, stream_);
     });
   }
-  void do_send(const Tensor& t, int dst, int) override {
+  void do_send(const Tensor& t, int dst, int tag) override {
+    if (t.device().is_cpu()) return bootstrap_->send(t, dst, tag);
     run("send", [&] {
       return ncclSend(t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()), dst, comm_, stream_);
     });
     LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // blocking, as the interface promises
   }
-  void do_recv(const Tensor& t, int src, int) override {
+  void do_recv(const Tensor& t, int src, int tag) override {
+    if (t.device().is_cpu()) return bootstrap_->recv(t, src, tag);
     run("recv", [&] {
       return ncclRecv(t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()), src, comm_, stream_);
     });
     LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  // The host group's barrier, after the device work queued so far has finished.
   void do_barrier() override {
-    const Tensor token = zeros({1}, DType::f32, device_);
-    do_all_reduce(token, ReduceOp::sum);
     LOOM_CUDA_CHECK(cudaStreamSynchronize(kernels::cuda::compute_stream()));
+    bootstrap_->barrier();
   }
 
  private:

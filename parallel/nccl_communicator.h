@@ -7,6 +7,11 @@
 // the bootstrap group the same way and builds a NCCL communicator for each new group, so a
 // ParallelGrid built over a NCCL world gets NCCL groups.
 //
+// Host tensors. Collectives on host tensors go to the bootstrap group (its matching split), so a
+// trainer uses one communicator for device traffic (gradients, tensor/sequence/expert-parallel
+// activations) and host traffic (agreement hashes, counts, logged scalars); barrier() waits for
+// the compute stream and then for the bootstrap group.
+//
 // Streams. Each communicator owns a NCCL stream. A collective first makes that stream wait for
 // everything already queued on the device's compute stream (an event), runs there, and then
 // either makes the compute stream wait for it (blocking calls: later kernels see the result, the

@@ -12,7 +12,7 @@
 #include "trainer/eval/frechet.h"
 #include "trainer/factory.h"
 #include "trainer/output/atomic_write.h"
-#include "trainer/output/image_grid.h"
+#include "trainer/output/sample_file.h"
 #include "trainer/sampling.h"
 
 namespace loom::trainer {
@@ -77,11 +77,17 @@ void sample_command(const SampleOptions& o, std::ostream& out) {
       << (o.use_ema ? ", EMA weights" : ", raw weights") << "): " << c.sampler << " " << c.steps
       << " steps, cfg " << c.cfg_scale << "\n";
   Generator gen(o.seed, 0);
+  const Tensor labels_tensor = from_vector(labels, {int64_t(labels.size())});
   const Tensor images =
-      generate_images(*loaded.model, c, from_vector(labels, {int64_t(labels.size())}), gen,
+      generate_images(*loaded.model, c, labels_tensor, gen,
                       [&](int64_t s, int64_t t) { log_progress(out, s, t); });
-  save_png(o.out, images, o.per_class);
-  out << "wrote " << o.out << " (" << classes.size() << " rows x " << o.per_class << ")\n";
+  const bool png = o.out.size() >= 4 && o.out.compare(o.out.size() - 4, 4, ".png") == 0;
+  const std::string stem = png ? o.out.substr(0, o.out.size() - 4) : o.out;
+  const std::string written = save_samples(stem, images, labels_tensor, o.per_class);
+  out << "wrote " << written << " (" << classes.size() << " rows x " << o.per_class << ")";
+  if (!is_image_batch(images))
+    out << ": latents with " << images.size(1) << " channels, not images, so a safetensors file";
+  out << "\n";
 }
 
 EvalResult eval_command(const EvalOptions& o, std::ostream& out) {

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "models/moe/expert_parameters.h"
+#include "parallel/nccl_communicator.h"
 #include "parallel/agreement.h"
 
 namespace loom::trainer {
@@ -21,12 +22,18 @@ uint64_t fnv1a(const std::string& text, uint64_t h = 14695981039346656037ull) {
 
 }  // namespace
 
-DataParallel::DataParallel(const Recipe& recipe, const ModelSplits& model)
+DataParallel::DataParallel(const Recipe& recipe, const ModelSplits& model, Device device)
     : plan_(parallel_plan_from_recipe(recipe, parallel::launched_world_size(), model)) {
   auto world = parallel::world_communicator();
   // The launcher's word and MPI's must agree, or the plan was checked against the wrong size.
   LOOM_CHECK(world->size() == parallel::launched_world_size(), "[train] MPI reports ",
              world->size(), " ranks but the launcher announced ", parallel::launched_world_size());
+  if (device.is_cuda() && world->size() > 1) {
+    recipe.check(parallel::nccl_available(), "train.device",
+                 "is \"cuda\" with several ranks, which needs NCCL, and this loom was built "
+                 "without it (install NCCL and reconfigure with -DLOOM_CUDA=ON)");
+    world = parallel::nccl_communicator(world, device);
+  }
   grid_ = std::make_unique<parallel::ParallelGrid>(std::move(world), plan_.grid);
   if (plan_.grid.tp * plan_.grid.sp > 1 || plan_.grid.ep > 1)
     model_parallel_ = nn::ModelParallel::from_grid(*grid_, plan_.sequence_parallel);

@@ -6,7 +6,11 @@
 // single-rank path is not a separate branch.
 //
 // Construction validates the recipe's layout (parallel_plan.h, before any communication), then
-// builds the world communicator (MPI under mpirun) and the ParallelGrid. It is collective.
+// builds the world communicator (MPI under mpirun) and the ParallelGrid. It is collective. On
+// CUDA with several ranks the world is a NCCL communicator over the MPI one
+// (parallel/nccl_communicator.h): device tensors (gradients, model-parallel activations,
+// optimizer shards) move over NCCL, host tensors (agreement, logged scalars, counts) over MPI, and
+// every group of the grid is such a pair.
 //
 // Roles. World rank 0 is the root: it alone writes the run directory, metrics, sample grids,
 // checkpoints and console lines (log() gives the other ranks a stream that drops everything).
@@ -68,7 +72,9 @@ namespace loom::trainer {
 
 class DataParallel {
  public:
-  DataParallel(const Recipe& recipe, const ModelSplits& model);
+  // device: where this rank trains (device_from_recipe); a CUDA device with several ranks makes
+  // the groups NCCL groups.
+  DataParallel(const Recipe& recipe, const ModelSplits& model, Device device);
 
   const ParallelPlan& plan() const { return plan_; }
   int rank() const { return grid_->dp()->rank(); }  // dp rank

@@ -27,7 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 TrainSummary train_classifier(const Recipe& r, const TrainOptions& options, std::ostream& console) {
   apply_threads(r);
-  DataParallel dp(r, ModelSplits{});
+  DataParallel dp(r, ModelSplits{}, Device::cpu());  // the classifier trains on CPUs
   std::ostream& out = dp.log(console);
   const auto train_set = dataset_from_recipe(r, true);
   const auto test_set = dataset_from_recipe(r, false);

@@ -42,7 +42,7 @@
 #include "trainer/classifier_score.h"
 #include "trainer/data_parallel.h"
 #include "trainer/factory.h"
-#include "trainer/output/image_grid.h"
+#include "trainer/output/sample_file.h"
 #include "trainer/output/plot.h"
 #include "trainer/output/progress.h"
 #include "trainer/param_shards.h"
@@ -78,7 +78,8 @@ class DiffusionJob {
   DiffusionJob(const Recipe& r, const TrainOptions& options, std::ostream& out)
       : r_(r),
         cfg_(dit_config_from_recipe(r)),
-        dp_(r, model_splits(cfg_)),
+        device_(device_from_recipe(r)),
+        dp_(r, model_splits(cfg_), device_),
         out_(dp_.log(out)),
         train_set_(dataset_from_recipe(r, true)),
         seed_(uint64_t(r.get_int("train.seed"))),
@@ -86,14 +87,7 @@ class DiffusionJob {
         noise_gen_(seed_, kNoise),
         label_gen_(seed_, kLabelDrop) {
     check_data_matches_model(r, *train_set_, cfg_.in_channels, cfg_.input_size, cfg_.num_classes);
-    device_ = device_from_recipe(r);
     autocast_ = autocast_from_recipe(r, device_);
-    r.check(device_.is_cpu() || dp_.world().size() == 1,
-            dp_.size() > 1                 ? "parallel.dp"
-            : r.get_int("parallel.tp") > 1 ? "parallel.tp"
-                                           : "parallel.sp",
-            "must be 1 with train.device = \"cuda\" for now (several ranks on GPUs need the "
-            "NCCL backend, not built yet)");
     Generator init(seed_, kInit);
     model_ = std::make_shared<dit::DiT>(cfg_, init, dp_.model_parallel());
     model_->set_activation_checkpointing(r.get_bool("train.activation_checkpointing"));
@@ -391,11 +385,11 @@ class DiffusionJob {
     const auto t0 = Clock::now();
     const Tensor images =
         generate_images(*sample_model_, sampler_config_from_recipe(r_), labels, gen);
-    std::ostringstream name;
-    name << run_->samples_dir() << "/step_" << std::setw(7) << std::setfill('0') << step_ << ".png";
-    save_png(name.str(), images, per_class);
+    std::ostringstream stem;
+    stem << run_->samples_dir() << "/step_" << std::setw(7) << std::setfill('0') << step_;
+    const std::string path = save_samples(stem.str(), images, labels, per_class);
     std::ostringstream msg;
-    msg << "samples: " << name.str() << " (" << fmt(seconds_since(t0), 3) << " s)";
+    msg << "samples: " << path << " (" << fmt(seconds_since(t0), 3) << " s)";
     if (classifier_) {
       const double cc = score_images(*classifier_, images, labels).accuracy;
       msg << ", class consistency " << fmt(100 * cc, 3) << "%";
@@ -458,12 +452,12 @@ class DiffusionJob {
 
   const Recipe& r_;
   dit::DiTConfig cfg_;
+  Device device_;
   DataParallel dp_;
   std::ostream& out_;  // the console on the root, nothing elsewhere
   std::shared_ptr<data::Dataset> train_set_;
   uint64_t seed_;
   Generator t_gen_, noise_gen_, label_gen_;
-  Device device_;
   bool autocast_ = false;  // bf16 autocast around the forward (train.precision on CUDA)
   std::shared_ptr<dit::DiT> model_;
   ParamShards shards_;                      // model_'s tensor- and expert-parallel parameters

@@ -16,6 +16,12 @@
 # The MoE balance loss is off (model.aux_loss_coef = 0): it is a statistic of each rank's
 # micro-batch, so it changes with dp (tp and sp gather the tokens and keep it exact).
 #
+# On GPUs (LOOM_EQUIV_DEVICE=cuda, the `gpu`-labelled entries): every run trains on CUDA with
+# one GPU per rank and NCCL between them, in fp32 with TF32 off (LOOM_EQUIV_PRECISION=bf16 for
+# bf16 autocast, with the tolerances widened to 2e-2 and 1e-3: bf16 rounds the activations of
+# each layout's different GEMM shapes differently). Exits 77 (skipped) when there are fewer GPUs
+# than LOOM_EQUIV_RANKS (the scenario's largest rank count).
+#
 # Scenarios (ranks in parentheses; the tiny recipe is a DiT-MoE, "dense" sets num_experts = 0 so
 # the MLP is split by tp too):
 #   dp2 (2), dp4 (4, 0.1 MiB buckets: several all-reduces in flight), dp2_accum2 (2, two
@@ -60,12 +66,24 @@ fail() { echo "FAIL: $*"; exit 1; }
 # What every run of the scenario shares (model, optimizer), the reference and the tolerances;
 # the scenarios below change them.
 model=() opt=("${sgd[@]}") ref_np=1 ref=() rtol=1e-5 atol=1e-6
+device=()
+if [ "${LOOM_EQUIV_DEVICE:-cpu}" = cuda ]; then
+  precision=${LOOM_EQUIV_PRECISION:-fp32}
+  device=(--set train.device=cuda --set train.precision="$precision")
+  [ "$precision" = bf16 ] && rtol=2e-2 atol=1e-3
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
+  if [ "${gpus:-0}" -lt "${LOOM_EQUIV_RANKS:-2}" ]; then
+    echo "SKIP: $scenario needs ${LOOM_EQUIV_RANKS:-2} GPUs, found ${gpus:-0}"
+    exit 77
+  fi
+fi
 
 # run NP OUT ARGS...: `loom train` on NP ranks (NP = 1: no mpirun), log in OUT.log.
 run() {
   local np=$1 out=$2
   shift 2
-  local cmd=("$loom" train "$recipe" "${common[@]}" "${model[@]}" "${opt[@]}" --out "$out" "$@")
+  local cmd=("$loom" train "$recipe" "${common[@]}" "${device[@]}" "${model[@]}" "${opt[@]}"
+             --out "$out" "$@")
   [ "$np" -gt 1 ] && cmd=("${mpirun[@]}" -np "$np" "${cmd[@]}")
   echo "+ ${cmd[*]}"
   "${cmd[@]}" > "$out.log" 2>&1 || { cat "$out.log"; fail "exit status $? from ${cmd[*]}"; }

@@ -154,4 +154,24 @@ TEST(TrainE2E, SampleInspectAndEvalUseTheCheckpoint) {
   fs::remove_all(cls);
 }
 
+TEST(TrainE2E, LatentSamplesAreWrittenAsSafetensors) {
+  // 4-channel data (SD-VAE latents in the DiT recipes) cannot be a PNG grid.
+  std::string text = tiny_recipe(2);
+  text.replace(text.find("in_channels = 1"), 15, "in_channels = 4");
+  text.replace(text.find("sample_every = 0"), 16, "sample_every = 2");
+  std::ostringstream log;
+  const std::string dir = temp_dir("latents");
+  train(Recipe::from_string(text, "latents.toml"), {.out_dir = dir}, log);
+  const SafetensorsFile grid = load_safetensors(dir + "/samples/step_0000002.safetensors");
+  ASSERT_EQ(grid.tensors.size(), 2u);
+  EXPECT_EQ(grid.tensors[0].second.shape(), (Shape{6, 4, 8, 8}));  // 3 classes x 2 per class
+  EXPECT_EQ(grid.tensors[1].second.to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1, 1, 2, 2}));
+  sample_command({.checkpoint = dir, .classes = {1}, .per_class = 2, .steps = 2,
+                  .out = dir + "/one.png"},
+                 log);
+  EXPECT_TRUE(fs::exists(dir + "/one.safetensors")) << log.str();
+  EXPECT_FALSE(fs::exists(dir + "/one.png"));
+  fs::remove_all(dir);
+}
+
 }  // namespace loom::trainer

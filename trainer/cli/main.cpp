@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   sample_cmd->add_option("--seed", sample.seed, "Noise seed")->capture_default_str();
   bool no_ema = false;
   sample_cmd->add_flag("--no-ema", no_ema, "Use the trained weights instead of their EMA");
-  sample_cmd->add_option("--out", sample.out, "Output PNG")->capture_default_str();
+  sample_cmd->add_option("--out", sample.out, "Output PNG (for latent models: the same name as .safetensors)")->capture_default_str();
 
   loom::trainer::EvalOptions eval;
   int64_t eval_per_class = 0, eval_steps = 0;
