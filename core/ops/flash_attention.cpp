@@ -1,5 +1,7 @@
 #include "core/ops/flash_attention.h"
 
+#include <array>
+
 #include "core/autograd.h"
 #include "kernels/cuda/attention.h"
 
@@ -21,6 +23,32 @@ Tensor empty_bthd(int64_t b, int64_t h, int64_t t, int64_t d, DType dtype, Devic
 // D contiguous, as the kernels address it.
 Tensor unit_last(const Tensor& t) {
   return t.strides().back() == 1 ? t : t.contiguous();
+}
+
+// q, k, v are slices of one packed [B, T, 3, H, D] projection (the usual qkv linear, viewed and
+// unbound): same storage and strides, k and v H * D elements after q and k.
+bool packed_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t T = q.size(2), H = q.size(1), D = q.size(3);
+  const Strides packed = {T * 3 * H * D, D, 3 * H * D, 1};
+  return k.storage() == q.storage() && v.storage() == q.storage() && q.strides() == packed &&
+         k.strides() == packed && v.strides() == packed && k.shape() == q.shape() &&
+         v.shape() == q.shape() && k.offset() == q.offset() + H * D &&
+         v.offset() == k.offset() + H * D;
+}
+
+// dq, dk, dv [B, H, T, D] in [B, T, H, D] memory — or, for packed q, k, v, slices of one packed
+// buffer laid out like theirs, which the backward of the unbind that made them takes whole
+// instead of copying three gradients into one.
+std::array<Tensor, 3> gradient_buffers(const Tensor& q, const Tensor& k, const Tensor& v) {
+  if (packed_qkv(q, k, v)) {
+    const Tensor packed = empty({q.size(0), q.size(2), 3, q.size(1), q.size(3)}, q.dtype(),
+                                q.device());
+    return {packed.select(2, 0).transpose(1, 2), packed.select(2, 1).transpose(1, 2),
+            packed.select(2, 2).transpose(1, 2)};
+  }
+  return {empty_bthd(q.size(0), q.size(1), q.size(2), q.size(3), q.dtype(), q.device()),
+          empty_bthd(k.size(0), k.size(1), k.size(2), k.size(3), k.dtype(), k.device()),
+          empty_bthd(v.size(0), v.size(1), v.size(2), v.size(3), v.dtype(), v.device())};
 }
 
 class FlashAttentionOp final : public Op {
@@ -49,9 +77,7 @@ class FlashAttentionOp final : public Op {
     const Tensor &o = ctx.outputs[0], &lse = ctx.outputs[1];
     const Tensor dout = unit_last(g[0].to(q.dtype()));
     kc::AttentionArgs a = args(q, k);
-    Tensor dq = empty_bthd(q.size(0), q.size(1), q.size(2), q.size(3), q.dtype(), q.device());
-    Tensor dk = empty_bthd(k.size(0), k.size(1), k.size(2), k.size(3), k.dtype(), k.device());
-    Tensor dv = empty_bthd(v.size(0), v.size(1), v.size(2), v.size(3), v.dtype(), v.device());
+    auto [dq, dk, dv] = gradient_buffers(q, k, v);
     a.q = strides_of(q);
     a.k = strides_of(k);
     a.v = strides_of(v);

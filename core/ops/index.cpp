@@ -167,14 +167,38 @@ class UnbindOp final : public Op {
     for (int64_t i = 0; i < in[0].size(dim_); ++i) out.push_back(in[0].select(dim_, i));
     return out;
   }
-  // The slices' gradients copied into one tensor laid out like the input.
+  // The slices' gradients copied into one tensor laid out like the input — or, when they already
+  // are the slices of such a tensor (flash attention writes dq, dk, dv into one packed buffer),
+  // that tensor itself, without a copy.
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
+    if (Tensor whole = packed_slices(ctx.input_shapes[0], g); whole.defined()) return {whole};
     Tensor out = empty_in_layout(ctx.input_shapes[0], input_strides_, g[0].dtype(), g[0].device());
     for (size_t i = 0; i < g.size(); ++i) copy_into(out.select(dim_, int64_t(i)), g[i]);
     return {out};
   }
 
  private:
+  // A view of g's common storage with the input's shape and strides when g[i] is exactly its
+  // slice i along dim_ for every i; else undefined.
+  Tensor packed_slices(const Shape& shape, const std::vector<Tensor>& g) const {
+    Strides slice_strides = input_strides_;
+    slice_strides.erase(slice_strides.begin() + dim_);
+    for (size_t i = 0; i < g.size(); ++i) {
+      const Tensor& gi = g[i];
+      if (!gi.defined() || gi.storage() != g[0].storage() || gi.dtype() != g[0].dtype() ||
+          gi.strides() != slice_strides ||
+          gi.offset() != g[0].offset() + int64_t(i) * input_strides_[size_t(dim_)])
+        return Tensor();
+    }
+    auto impl = std::make_shared<TensorImpl>();
+    impl->storage = g[0].storage();
+    impl->shape = shape;
+    impl->strides = input_strides_;
+    impl->offset = g[0].offset();
+    impl->dtype = g[0].dtype();
+    return Tensor(std::move(impl));
+  }
+
   int64_t dim_;
   Strides input_strides_;
 };

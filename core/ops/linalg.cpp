@@ -135,6 +135,48 @@ class MatmulOp final : public Op {
   }
 };
 
+// x [M, K] times weight [N, K] transposed plus bias [N], the bias added in the GEMM's epilogue
+// (CUDA only: one cuBLASLt call instead of a GEMM and a broadcast add over the whole output).
+class LinearBiasOp final : public Op {
+ public:
+  const char* name() const override { return "linear_bias"; }
+  std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
+    const Tensor &x = in[0], &w = in[1], &bias = in[2];
+    const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+    const GemmOperand ga = as_gemm_operand(x), gb = as_gemm_operand(w.t());
+    Tensor out = empty({m, n}, x.dtype(), x.device());
+    kernels::cuda::gemm({.trans_a = ga.trans,
+                         .trans_b = gb.trans,
+                         .m = m,
+                         .n = n,
+                         .k = k,
+                         .lda = ga.ld,
+                         .ldb = gb.ld,
+                         .ldc = std::max<int64_t>(n, 1),
+                         .bias = bias.raw_data()},
+                        ga.t.raw_data(), gb.t.raw_data(), out.raw_data(), out.dtype(),
+                        g_allow_tf32);
+    return {out};
+  }
+  std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
+    const Tensor &x = ctx.inputs[0], &w = ctx.inputs[1];
+    return {ctx.needs_grad[0] ? matmul(g[0], w) : Tensor(),
+            ctx.needs_grad[1] ? matmul(g[0].t(), x) : Tensor(),
+            ctx.needs_grad[2] ? sum(g[0], {0}) : Tensor()};
+  }
+};
+
+// Whether linear(x, weight, bias) (operands already autocast) can take LinearBiasOp: CUDA, one
+// 16- or 32-bit float dtype, a contiguous bias on a 16-byte boundary (the epilogue reads it in
+// vectors).
+bool fused_bias_applies(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const DType t = x.dtype();
+  return x.device().is_cuda() && (t == DType::bf16 || t == DType::f16 || t == DType::f32) &&
+         w.dtype() == t && bias.dtype() == t && w.device() == x.device() &&
+         bias.device() == x.device() && bias.is_contiguous() &&
+         reinterpret_cast<uintptr_t>(bias.raw_data()) % 16 == 0;
+}
+
 }  // namespace
 
 void set_matmul_allow_tf32(bool allow) {
@@ -175,13 +217,20 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
              shape_str(weight.shape()));
   LOOM_CHECK(x.dim() >= 1 && x.shape().back() == weight.shape()[1], "[linear] input ",
              shape_str(x.shape()), " does not match weight ", shape_str(weight.shape()));
-  Tensor y = matmul(x, weight.t());
   if (bias.defined()) {
     LOOM_CHECK(bias.dim() == 1 && bias.shape()[0] == weight.shape()[0], "[linear] bias ",
                shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()));
-    y = y + autocast(bias);  // under autocast the bias joins the bf16 product, which stays bf16
+    const Tensor xc = autocast(x), wc = autocast(weight), bc = autocast(bias);
+    if (fused_bias_applies(xc, wc, bc)) {
+      Shape out_shape = x.shape();
+      out_shape.back() = weight.shape()[0];
+      return apply<LinearBiasOp>({xc.reshape({-1, x.shape().back()}), wc, bc})[0].reshape(
+          out_shape);
+    }
+    // Under autocast the bias joins the bf16 product, which stays bf16.
+    return matmul(xc, wc.t()) + bc;
   }
-  return y;
+  return matmul(x, weight.t());
 }
 
 }  // namespace loom

@@ -75,11 +75,16 @@ void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int
 // [m, n] contiguous; A is stored [m, k] (or [k, m] when trans_a) with leading dimension lda, and
 // likewise B. Batch strides are in elements (0 broadcasts). A, B, C share `dtype` (f32, f64,
 // bf16, f16); accumulation in f32 (f64 for f64). allow_tf32 lets f32 use TF32 tensor cores.
+// bias (optional, [n] in C's dtype, not with f64) is added to every row of C in the GEMM's
+// epilogue. Algorithms: cuBLASLt's first heuristic choice, or with LOOM_GEMM_AUTOTUNE=1 the
+// fastest of its first eight, timed once per shape (results may then differ in the last bits
+// from run to run, as different algorithms sum in different orders).
 struct Gemm {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t batch = 1, stride_a = 0, stride_b = 0, stride_c = 0;
+  const void* bias = nullptr;
 };
 void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, bool allow_tf32);
 

@@ -178,8 +178,16 @@ TEST_F(Cuda, MatmulMatchesCpu) {
   }
   const Tensor a = uniform({40, 24}, -1, 1, 23), b = uniform({32, 24}, -1, 1, 24);
   expect_twin("a @ b^T", [](auto& x) { return matmul(x[0], x[1].t()); }, {a, b});
-  expect_twin("linear", [](auto& x) { return linear(x[0], x[1], x[2]); },
-              {a, b, uniform({32}, -1, 1, 25)});
+  // With a bias the GEMM adds it in its epilogue (f32, bf16; a 3-D input folds into one GEMM).
+  const Tensor x = uniform({3, 37, 24}, -1, 1, 26), bias = uniform({32}, -1, 1, 25);
+  expect_twin_both("linear", [](auto& v) { return linear(v[0], v[1], v[2]); }, {a, b, bias});
+  expect_twin_both("linear 3-D", [](auto& v) { return linear(v[0], v[1], v[2]); }, {x, b, bias});
+  // Under autocast f32 operands go through the epilogue in bf16 and answer in bf16.
+  const Tensor xg = x.to(kGpu), wg = b.to(kGpu), bg = bias.to(kGpu);
+  AutocastGuard bf16(DType::bf16);
+  const Tensor y = linear(xg, wg, bg);
+  EXPECT_EQ(y.dtype(), DType::bf16);
+  EXPECT_LE(rel_error(y, matmul(x, b.t()) + bias), 1e-2);
 }
 
 TEST_F(Cuda, NormsAndSoftmaxMatchCpu) {
@@ -259,6 +267,13 @@ TEST_F(Cuda, AttentionMatchesCpu) {
                v = uniform({2, 3, 77, 64}, -1, 1, 63);
   expect_twin_both("sdpa", [](auto& x) { return scaled_dot_product_attention(x[0], x[1], x[2]); },
                    {q, k, v});
+  // q, k, v unbound from one packed [B, T, 3, H, D] projection, as the attention module makes
+  // them: the backward hands unbind one packed gradient buffer (no copies); same values.
+  const Tensor qkv = uniform({2, 77, 3 * 3 * 64}, -1, 1, 64);
+  expect_twin_both("packed qkv", [](auto& x) {
+    const std::vector<Tensor> p = unbind(x[0].view({2, 77, 3, 3, 64}).permute({2, 0, 3, 1, 4}), 0);
+    return scaled_dot_product_attention(p[0], p[1], p[2]);
+  }, {qkv});
 }
 
 TEST_F(Cuda, RandomDrawsEqualTheHostGenerator) {
