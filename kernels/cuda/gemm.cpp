@@ -10,15 +10,9 @@
 // GEMMs skip the heuristic query. The bias pointer is set on the cached descriptor at each call
 // (calls are serialized on the compute stream). One 32 MiB workspace per device serves every
 // call (all run on the compute stream, so they never overlap).
-//
-// Autotuning (LOOM_GEMM_AUTOTUNE=1): a new plan times each of the heuristic's first eight
-// algorithms on the call's own operands (one warm-up, three timed runs with events) and keeps the
-// fastest. The output is simply overwritten by every trial, so it ends as the last trial wrote it
-// and the call then runs once more with the chosen algorithm.
+
 #include <cublasLt.h>
 
-#include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -55,22 +49,10 @@ int alignment_of(const void* p) {
 using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, bool>;
 
-constexpr int kAutotuneCandidates = 8;
-
-bool autotune_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("LOOM_GEMM_AUTOTUNE");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  return on;
-}
-
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLASLt's A (= our B), B, C
   cublasLtMatmulAlgo_t algo{};
-  // The heuristic's candidates until autotuning picked one (then empty).
-  std::vector<cublasLtMatmulHeuristicResult_t> candidates;
   ~Plan() {
     if (c) cublasLtMatrixLayoutDestroy(c);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -177,53 +159,26 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dt
                                        sizeof(uint32_t));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
                                        sizeof(uint32_t));
-  plan->candidates.resize(autotune_enabled() ? kAutotuneCandidates : 1);
+  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-      handle, plan->desc, plan->a, plan->b, plan->c, plan->c, pref,
-      int(plan->candidates.size()), plan->candidates.data(), &found);
+      handle, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
     throw std::runtime_error("[cuda] gemm: no cuBLASLt algorithm for m=" + std::to_string(g.m) +
                              " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k) +
                              " batch=" + std::to_string(g.batch));
-  plan->candidates.resize(size_t(found));
-  plan->algo = plan->candidates[0].algo;
+  plan->algo = result.algo;
   return plan;
 }
 
-void run_plan(DeviceState& s, const Plan& p, const cublasLtMatmulAlgo_t& algo, const void* a,
-              const void* b, void* c, bool f64) {
+void run_plan(DeviceState& s, const Plan& p, const void* a, const void* b, void* c, bool f64) {
   const float one_f = 1, zero_f = 0;
   const double one_d = 1, zero_d = 0;
   lt_check(cublasLtMatmul(s.handle, p.desc, f64 ? static_cast<const void*>(&one_d) : &one_f, b,
                           p.a, a, p.b, f64 ? static_cast<const void*>(&zero_d) : &zero_f, c, p.c,
-                          c, p.c, &algo, s.workspace, kWorkspaceBytes, compute_stream()),
+                          c, p.c, &p.algo, s.workspace, kWorkspaceBytes, compute_stream()),
            "cublasLtMatmul");
-}
-
-// The fastest of the plan's candidate algorithms on these operands (see the file comment).
-void autotune(DeviceState& s, Plan& p, const void* a, const void* b, void* c, bool f64) {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  LOOM_CUDA_CHECK(cudaEventCreate(&start));
-  LOOM_CUDA_CHECK(cudaEventCreate(&stop));
-  float best = INFINITY;
-  for (const cublasLtMatmulHeuristicResult_t& cand : p.candidates) {
-    run_plan(s, p, cand.algo, a, b, c, f64);  // warm-up
-    LOOM_CUDA_CHECK(cudaEventRecord(start, compute_stream()));
-    for (int i = 0; i < 3; ++i) run_plan(s, p, cand.algo, a, b, c, f64);
-    LOOM_CUDA_CHECK(cudaEventRecord(stop, compute_stream()));
-    LOOM_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    LOOM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    if (ms < best) {
-      best = ms;
-      p.algo = cand.algo;
-    }
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  p.candidates.clear();
 }
 
 }  // namespace
@@ -246,14 +201,13 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, boo
   auto it = s.plans.find(key);
   if (it == s.plans.end())
     it = s.plans.emplace(key, make_plan(s.handle, g, dtype, allow_tf32, align)).first;
-  Plan& p = *it->second;
+  const Plan& p = *it->second;
   if (g.bias)
     lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
                                             sizeof(g.bias)),
              "desc bias pointer");
   const bool f64 = dtype == DType::f64;
-  if (p.candidates.size() > 1) autotune(s, p, a, b, c, f64);
-  run_plan(s, p, p.algo, a, b, c, f64);
+  run_plan(s, p, a, b, c, f64);
 }
 
 }  // namespace loom::kernels::cuda

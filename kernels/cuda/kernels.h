@@ -76,9 +76,8 @@ void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int
 // likewise B. Batch strides are in elements (0 broadcasts). A, B, C share `dtype` (f32, f64,
 // bf16, f16); accumulation in f32 (f64 for f64). allow_tf32 lets f32 use TF32 tensor cores.
 // bias (optional, [n] in C's dtype, not with f64) is added to every row of C in the GEMM's
-// epilogue. Algorithms: cuBLASLt's first heuristic choice, or with LOOM_GEMM_AUTOTUNE=1 the
-// fastest of its first eight, timed once per shape (results may then differ in the last bits
-// from run to run, as different algorithms sum in different orders).
+// epilogue. The algorithm is cuBLASLt's first heuristic choice (timing its first eight on the
+// DiT-B/2 shapes gained under 1%, bench_gemm, 2026-11-29).
 struct Gemm {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
