@@ -3,6 +3,7 @@
 #include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/checkpoint.h"
+#include "core/ops/adaln.h"
 #include "core/ops/conv.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/index.h"

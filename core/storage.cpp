@@ -51,7 +51,11 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
   if (dst_dev.is_cpu() && src_dev.is_cpu()) {
     std::memcpy(dst, src, nbytes);
   } else {
-    kernels::cuda::memcpy_any(dst, dst_dev.is_cuda(), src, src_dev.is_cuda(), nbytes);
+    try {
+      kernels::cuda::memcpy_any(dst, dst_dev.is_cuda(), src, src_dev.is_cuda(), nbytes);
+    } catch (const std::runtime_error& e) {  // incl. an index fault found by an earlier kernel
+      LOOM_FAIL(e.what());
+    }
   }
 }
 

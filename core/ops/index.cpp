@@ -57,10 +57,11 @@ Shape unravel(int64_t flat, const Shape& shape) {
 }
 
 // `index` must be contiguous; names the first offending index and where it sits. A CUDA index is
-// copied to the host for the check (a synchronization: kernels must never read out of bounds).
-void check_range(const Tensor& index_in, int64_t size, int64_t dim, const Shape& x_shape,
+// not copied to the host for this (it would stall the device at every index op): the CUDA kernels
+// check their indices and report a bad one at the next synchronization (kernels/cuda/index_fault.h).
+void check_range(const Tensor& index, int64_t size, int64_t dim, const Shape& x_shape,
                  const char* op) {
-  const Tensor index = index_in.to(Device::cpu());
+  if (index.device().is_cuda()) return;
   LOOM_DISPATCH_INDEX(index.dtype(), op, [&] {
     const scalar_t* p = index.data<scalar_t>();
     const int64_t bad = kernels::cpu::first_out_of_range(p, index.numel(), size);
@@ -282,7 +283,7 @@ class GatherOp final : public Op {
     check_range(index, x.size(dim_), dim_, x.shape(), "gather");
     Tensor out = empty(index.shape(), x.dtype(), x.device());
     if (x.device().is_cuda()) {
-      kernels::cuda::gather(ops::iter_shape(index.shape(), "gather"), int(dim_),
+      kernels::cuda::gather(ops::iter_shape(index.shape(), "gather"), int(dim_), x.size(dim_),
                             ops::operand(x, x.shape()), ops::operand(index, index.shape()),
                             ops::operand(out, index.shape()));
       return {out};
@@ -318,7 +319,7 @@ class ScatterAddOp final : public Op {
     copy_into(out, x);
     if (x.device().is_cuda()) {
       kernels::cuda::scatter_add(ops::iter_shape(index.shape(), "scatter_add"), int(dim_),
-                                 ops::operand(out, out.shape()), ops::operand(index, index.shape()),
+                                 x.size(dim_), ops::operand(out, out.shape()), ops::operand(index, index.shape()),
                                  ops::operand(src, src.shape()));
       return {out};
     }

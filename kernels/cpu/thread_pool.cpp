@@ -1,5 +1,7 @@
 #include "kernels/cpu/thread_pool.h"
 
+#include <sched.h>
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -101,12 +103,27 @@ class ThreadPool {
   std::exception_ptr error_;
 };
 
+// Ranks a launcher started on this node (Open MPI, MPICH/Hydra, Slurm), 1 if none says.
+int ranks_on_this_node() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* v = std::getenv(var); v && std::atoi(v) > 0) return std::atoi(v);
+  return 1;
+}
+
+// LOOM_NUM_THREADS, else the CPUs this process may run on (its affinity mask: a launcher that
+// binds ranks to cores gets one thread per bound core) — shared among the node's ranks when the
+// launcher left every rank the whole machine, so N ranks do not start N x cores threads.
 int default_threads() {
   if (const char* env = std::getenv("LOOM_NUM_THREADS")) {
     const int n = std::atoi(env);
     if (n > 0) return n;
   }
-  return std::max(1u, std::thread::hardware_concurrency());
+  const int machine = int(std::max(1u, std::thread::hardware_concurrency()));
+  int allowed = machine;
+  cpu_set_t mask;
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0) allowed = std::max(1, CPU_COUNT(&mask));
+  if (allowed < machine) return allowed;
+  return std::max(1, machine / ranks_on_this_node());
 }
 
 ThreadPool& pool() {

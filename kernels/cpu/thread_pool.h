@@ -2,7 +2,9 @@
 // The CPU kernels' thread pool. Work is cut into fixed chunks of `grain` items that do not depend
 // on the number of threads, so a kernel that combines per-chunk partial results in chunk order
 // gives bit-identical results run to run and for any thread count.
-// Threads: LOOM_NUM_THREADS, else the hardware concurrency. OpenBLAS is set to the same count.
+// Threads: LOOM_NUM_THREADS, else the CPUs of the process's affinity mask, divided among the
+// node's ranks when a launcher started several without binding them. OpenBLAS is set to the same
+// count.
 #include <cstdint>
 #include <functional>
 

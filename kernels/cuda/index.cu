@@ -1,6 +1,7 @@
 // The index kernels of kernels.h (index_select, index_add, gather, scatter_add, topk_rows); CPU
-// twins in kernels/cpu/index.h, same semantics. Index values are i32 or i64 and already checked
-// to lie in range by the caller; the kernels do not check them.
+// twins in kernels/cpu/index.h, same semantics. Index values are i32 or i64; the kernels check
+// them (index_fault.h): an out-of-range index skips its element (index_select and gather write 0)
+// and is reported at the host's next synchronization.
 //
 // Launch shapes: index_select, index_add and gather run one thread per element (256-thread blocks,
 // grid-stride). index_select only moves bytes: rows of `inner` elements are copied in the widest
@@ -20,6 +21,7 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/grid.cuh"
+#include "kernels/cuda/index_fault.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/strided.cuh"
 
@@ -98,6 +100,22 @@ __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
 
+// Whether idx (at `position` of the index tensor) lies in [0, bound); if not, records the first
+// such fault for raise_index_fault.
+template <class I>
+__device__ bool index_in_range(I idx, int64_t bound, int64_t position, IndexOp op,
+                               IndexFault* fault) {
+  if (int64_t(idx) >= 0 && int64_t(idx) < bound) return true;
+  if (atomicCAS(&fault->flag, 0, 1) == 0) {
+    fault->op = op;
+    fault->value = int64_t(idx);
+    fault->position = position;
+    fault->bound = bound;
+    __threadfence_system();
+  }
+  return false;
+}
+
 // The three operands' strides along the indexed dim.
 struct Along {
   int64_t s[3];
@@ -108,22 +126,28 @@ struct Along {
 template <class U, class I>
 __global__ void index_select_kernel(const U* __restrict__ x, U* __restrict__ out,
                                     const I* __restrict__ idx, int64_t total, int64_t n, int64_t m,
-                                    int64_t inner) {
+                                    int64_t inner, IndexFault* fault) {
   for (int64_t e = grid_index(); e < total; e += grid_step()) {
     const int64_t c = e % inner, r = e / inner;
     const int64_t o = r / m, j = r % m;
-    out[e] = x[(o * n + int64_t(idx[j])) * inner + c];
+    const I i = idx[j];
+    out[e] = index_in_range(i, n, j, IndexOp::index_select, fault)
+                 ? x[(o * n + int64_t(i)) * inner + c]
+                 : U{};
   }
 }
 
 // out [outer, n, inner] += src [outer, m, inner] scattered by idx [m]; e runs over src.
 template <class T, class I>
 __global__ void index_add_kernel(T* out, const T* __restrict__ src, const I* __restrict__ idx,
-                                 int64_t total, int64_t n, int64_t m, int64_t inner) {
+                                 int64_t total, int64_t n, int64_t m, int64_t inner,
+                                 IndexFault* fault) {
   for (int64_t e = grid_index(); e < total; e += grid_step()) {
     const int64_t c = e % inner, r = e / inner;
     const int64_t o = r / m, j = r % m;
-    atomic_add(out + (o * n + int64_t(idx[j])) * inner + c, src[e]);
+    const I i = idx[j];
+    if (index_in_range(i, n, j, IndexOp::index_add, fault))
+      atomic_add(out + (o * n + int64_t(i)) * inner + c, src[e]);
   }
 }
 
@@ -131,27 +155,34 @@ __global__ void index_add_kernel(T* out, const T* __restrict__ src, const I* __r
 // Operands (x, index, out), x's stride along dim zeroed; x_along is the real one:
 // out[p] = x[p with coordinate dim <- idx[p]].
 template <class U, class I>
-__global__ void gather_kernel(StridePack<3> p, int64_t x_along, const U* __restrict__ x,
-                              const I* __restrict__ idx, U* __restrict__ out, int64_t total) {
+__global__ void gather_kernel(StridePack<3> p, int64_t x_along, int64_t bound,
+                              const U* __restrict__ x, const I* __restrict__ idx,
+                              U* __restrict__ out, int64_t total, IndexFault* fault) {
   for (int64_t e = grid_index(); e < total; e += grid_step()) {
     int64_t off[3];
     strided_offsets(p, e, off);
-    out[off[2]] = x[off[0] + int64_t(idx[off[1]]) * x_along];
+    const I i = idx[off[1]];
+    out[off[2]] = index_in_range(i, bound, off[1], IndexOp::gather, fault)
+                      ? x[off[0] + int64_t(i) * x_along]
+                      : U{};
   }
 }
 
 // Operands (out, index, src) with sizes[dim] set to 1, so position f is fiber f; `along` holds
 // the operands' strides along dim and len its extent. Each fiber adds in increasing position.
 template <class T, class I>
-__global__ void scatter_add_kernel(StridePack<3> p, Along along, int64_t len, T* __restrict__ out,
-                                   const I* __restrict__ idx, const T* __restrict__ src,
-                                   int64_t fibers) {
+__global__ void scatter_add_kernel(StridePack<3> p, Along along, int64_t len, int64_t bound,
+                                   T* __restrict__ out, const I* __restrict__ idx,
+                                   const T* __restrict__ src, int64_t fibers, IndexFault* fault) {
   using C = typename Compute<T>::type;
   for (int64_t f = grid_index(); f < fibers; f += grid_step()) {
     int64_t off[3];
     strided_offsets(p, f, off);
     for (int64_t j = 0; j < len; ++j) {
-      T* o = out + off[0] + int64_t(idx[off[1] + j * along.s[1]]) * along.s[0];
+      const int64_t at = off[1] + j * along.s[1];
+      const I i = idx[at];
+      if (!index_in_range(i, bound, at, IndexOp::scatter_add, fault)) continue;
+      T* o = out + off[0] + int64_t(i) * along.s[0];
       *o = from_compute<T>(to_compute<C>(*o) + to_compute<C>(src[off[2] + j * along.s[2]]));
     }
   }
@@ -258,7 +289,7 @@ void index_select(const void* x, void* out, DType dtype, const void* idx, DType 
       const int64_t units = row_bytes / unit, total = outer * m * units;
       index_select_kernel<<<blocks_for(total, kThreads), kThreads, 0, compute_stream()>>>(
           static_cast<const U*>(x), static_cast<U*>(out), static_cast<const I*>(idx), total, n, m,
-          units);
+          units, index_fault_record());
     });
   });
   check_launch("index_select");
@@ -274,14 +305,14 @@ void index_add(void* out, const void* src, DType dtype, const void* idx, DType i
       using I = decltype(itag);
       index_add_kernel<<<blocks_for(total, kThreads), kThreads, 0, compute_stream()>>>(
           static_cast<T*>(out), static_cast<const T*>(src), static_cast<const I*>(idx), total, n, m,
-          inner);
+          inner, index_fault_record());
     });
   });
   check_launch("index_add");
 }
 
-void gather(const IterShape& index_shape, int dim, const Operand& x, const Operand& index,
-            const Operand& out) {
+void gather(const IterShape& index_shape, int dim, int64_t bound, const Operand& x,
+            const Operand& index, const Operand& out) {
   const int64_t total = index_shape.numel();
   if (total <= 0) return;
   check_same_dtype("gather", x.dtype, out.dtype);
@@ -292,15 +323,16 @@ void gather(const IterShape& index_shape, int dim, const Operand& x, const Opera
     dispatch_index(index.dtype, "gather", [&](auto itag) {
       using I = decltype(itag);
       gather_kernel<<<blocks_for(total, kThreads), kThreads, 0, compute_stream()>>>(
-          p, x.strides[dim], static_cast<const U*>(x.data), static_cast<const I*>(index.data),
-          static_cast<U*>(out.data), total);
+          p, x.strides[dim], bound, static_cast<const U*>(x.data),
+          static_cast<const I*>(index.data), static_cast<U*>(out.data), total,
+          index_fault_record());
     });
   });
   check_launch("gather");
 }
 
-void scatter_add(const IterShape& index_shape, int dim, const Operand& out, const Operand& index,
-                 const Operand& src) {
+void scatter_add(const IterShape& index_shape, int dim, int64_t bound, const Operand& out,
+                 const Operand& index, const Operand& src) {
   if (index_shape.numel() <= 0) return;
   check_same_dtype("scatter_add", out.dtype, src.dtype);
   StridePack<3> p = pack_strides(index_shape, {&out, &index, &src});
@@ -312,8 +344,9 @@ void scatter_add(const IterShape& index_shape, int dim, const Operand& out, cons
     dispatch_index(index.dtype, "scatter_add", [&](auto itag) {
       using I = decltype(itag);
       scatter_add_kernel<<<blocks_for(fibers, kThreads), kThreads, 0, compute_stream()>>>(
-          p, along, len, static_cast<T*>(out.data), static_cast<const I*>(index.data),
-          static_cast<const T*>(src.data), fibers);
+          p, along, len, bound, static_cast<T*>(out.data),
+          static_cast<const I*>(index.data), static_cast<const T*>(src.data), fibers,
+          index_fault_record());
     });
   });
   check_launch("scatter_add");

@@ -102,8 +102,10 @@ void norm_backward_input(const void* x, const void* w, const void* mean, const v
                          const void* dy, void* dx, DType dtype, int64_t rows, int64_t n);
 
 // -- indexing (index.cu) ------------------------------------------------------------------------
-// For x viewed as contiguous [outer, n, inner] and out [outer, m, inner]; idx has m entries
-// (i32 or i64, already checked to lie in [0, n)).
+// For x viewed as contiguous [outer, n, inner] and out [outer, m, inner]; idx has m entries (i32
+// or i64). Indices are checked on the device: one outside [0, n) (for gather/scatter_add: outside
+// [0, bound), the indexed operand's extent along dim) skips its element and is raised as an error
+// at the host's next synchronization (index_fault.h).
 void index_select(const void* x, void* out, DType dtype, const void* idx, DType idx_dtype,
                   int64_t outer, int64_t n, int64_t m, int64_t inner);
 // out[o, idx[j], :] += src[o, j, :] (atomic, so duplicates add; order-dependent rounding).
@@ -111,10 +113,10 @@ void index_add(void* out, const void* src, DType dtype, const void* idx, DType i
                int64_t outer, int64_t n, int64_t m, int64_t inner);
 // gather/scatter_add along `dim` over index's shape (strided operands, see the CPU twins in
 // kernels/cpu/index.h): out[..i..] = x[..idx[..i..]..]; out[..idx[..i..]..] += src[..i..].
-void gather(const IterShape& index_shape, int dim, const Operand& x, const Operand& index,
-            const Operand& out);
-void scatter_add(const IterShape& index_shape, int dim, const Operand& out, const Operand& index,
-                 const Operand& src);
+void gather(const IterShape& index_shape, int dim, int64_t bound, const Operand& x,
+            const Operand& index, const Operand& out);
+void scatter_add(const IterShape& index_shape, int dim, int64_t bound, const Operand& out,
+                 const Operand& index, const Operand& src);
 // The k largest (smallest) of each contiguous row x [rows, n], in rank order, ties by lower
 // position, NaN above every number: values [rows, k] (x's dtype), indices [rows, k] i64.
 void topk_rows(const void* x, void* values, int64_t* indices, DType dtype, int64_t rows,

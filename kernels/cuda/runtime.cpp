@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/index_fault.h"
 
 namespace loom::kernels::cuda {
 
@@ -61,12 +62,39 @@ void memcpy_any(void* dst, bool dst_is_device, const void* src, bool src_is_devi
   LOOM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, s));
   // Device-to-device copies stay ordered on the stream; anything touching host memory must be
   // complete before the host reads the result or frees the source.
-  if (!(dst_is_device && src_is_device)) LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (!(dst_is_device && src_is_device)) {
+    LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
+    raise_index_fault();
+  }
 }
 
 void synchronize(int device) {
   LOOM_CUDA_CHECK(cudaSetDevice(device));
   LOOM_CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  raise_index_fault();
+}
+
+IndexFault* index_fault_record() {
+  static IndexFault* record = [] {
+    void* p = nullptr;
+    LOOM_CUDA_CHECK(cudaHostAlloc(&p, sizeof(IndexFault), cudaHostAllocMapped | cudaHostAllocPortable));
+    auto* r = static_cast<IndexFault*>(p);
+    *r = IndexFault{};
+    return r;
+  }();
+  return record;
+}
+
+void raise_index_fault() {
+  IndexFault* r = index_fault_record();
+  if (r->flag == 0) return;
+  const IndexFault f = *r;
+  *r = IndexFault{};
+  static const char* const names[] = {"?", "index_select", "index_add", "gather", "scatter_add"};
+  throw std::runtime_error(std::string("[") + names[int(f.op)] + "] index " +
+                           std::to_string(f.value) + " at element " + std::to_string(f.position) +
+                           " of the index is out of range [0, " + std::to_string(f.bound) +
+                           ") (found on the GPU by a kernel launched before this synchronization)");
 }
 
 }  // namespace loom::kernels::cuda

@@ -107,10 +107,10 @@ void index_select(const void*, void*, DType, const void*, DType, int64_t, int64_
 void index_add(void*, const void*, DType, const void*, DType, int64_t, int64_t, int64_t, int64_t) {
   no_cuda("index_add");
 }
-void gather(const IterShape&, int, const Operand&, const Operand&, const Operand&) {
+void gather(const IterShape&, int, int64_t, const Operand&, const Operand&, const Operand&) {
   no_cuda("gather");
 }
-void scatter_add(const IterShape&, int, const Operand&, const Operand&, const Operand&) {
+void scatter_add(const IterShape&, int, int64_t, const Operand&, const Operand&, const Operand&) {
   no_cuda("scatter_add");
 }
 void topk_rows(const void*, void*, int64_t*, DType, int64_t, int64_t, int64_t, bool) {

@@ -4,10 +4,10 @@
 #include <utility>
 
 #include "core/checkpoint.h"
+#include "core/ops/adaln.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/index.h"
 #include "core/ops/linalg.h"
-#include "core/ops/nn.h"
 #include "models/nn/init.h"
 
 namespace loom::dit {
@@ -156,10 +156,6 @@ int64_t count_activated_parameters(const DiTConfig& cfg) {
          cfg.depth * (cfg.num_experts - cfg.top_k) * routed_expert_params(cfg);
 }
 
-Tensor modulate(const Tensor& z, const Tensor& shift, const Tensor& scale) {
-  return z * (scale + 1.0) + shift;
-}
-
 Tensor unpatchify(const Tensor& tokens, int64_t patch_size, int64_t channels) {
   const int64_t p = patch_size, C = channels;
   LOOM_CHECK(p > 0 && C > 0, "[DiT] unpatchify needs positive patch_size and channels, got ", p,
@@ -253,9 +249,11 @@ DiTBlock::Output DiTBlock::forward(const Tensor& x, const Tensor& silu_c) const 
   const Tensor mod =
       nn::ModelParallel::sum_grad_over(ada_->forward(silu_c), parallel_.residual_token_groups());
   const std::vector<Tensor> m = chunk(mod.unsqueeze(1), 6, 2);
-  const Tensor h = x + m[2] * attention(modulate(layer_norm(x, {}, {}, kNormEps), m[0], m[1]));
+  const Tensor h =
+      gated_residual(x, m[2], attention(layer_norm_modulate(x, m[0], m[1], kNormEps)));
   Output out;
-  out.x = h + m[5] * feed_forward(modulate(layer_norm(h, {}, {}, kNormEps), m[3], m[4]), &out);
+  out.x =
+      gated_residual(h, m[5], feed_forward(layer_norm_modulate(h, m[3], m[4], kNormEps), &out));
   return out;
 }
 
@@ -304,7 +302,7 @@ Tensor FinalLayer::forward(const Tensor& x, const Tensor& silu_c) const {
     return nn::ModelParallel::sum_grad_over(t, groups);
   };
   const std::vector<Tensor> m = chunk(replicated(ada_->forward(silu_c)).unsqueeze(1), 2, 2);
-  return loom::linear(modulate(layer_norm(x, {}, {}, kNormEps), m[0], m[1]),
+  return loom::linear(layer_norm_modulate(x, m[0], m[1], kNormEps),
                       replicated(linear_->weight()), replicated(linear_->bias()));
 }
 

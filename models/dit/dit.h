@@ -10,7 +10,9 @@
 //
 // A block is `x += gate_msa * Attn(modulate(LN(x), shift_msa, scale_msa))` followed by
 // `x += gate_mlp * FFN(modulate(LN(x), shift_mlp, scale_mlp))`, with the six [B, D] modulation
-// vectors from Linear(D -> 6D)(SiLU(c)) and LN a LayerNorm without affine (eps 1e-6). FFN is a
+// vectors from Linear(D -> 6D)(SiLU(c)), modulate(z, shift, scale) = z * (1 + scale) + shift and
+// LN a LayerNorm without affine (eps 1e-6); both halves run as the fused ops of core/ops/adaln.h
+// (layer_norm_modulate, gated_residual), as does the final layer's modulated LN. FFN is a
 // GELU-tanh Mlp (hidden mlp_ratio D) for dense DiT (num_experts == 0) and a moe::MoELayer (E
 // SwiGLU experts of hidden mlp_ratio D, top-k routing, a shared SwiGLU of hidden
 // num_shared_experts D) for DiT-MoE; every block is then MoE.
@@ -97,9 +99,6 @@ int64_t count_parameters(const DiTConfig& cfg, bool include_pos_embed = false);
 // Parameters a token passes through: for MoE, everything but the E - k routed experts a token does
 // not use (per layer); for dense DiT the same as count_parameters.
 int64_t count_activated_parameters(const DiTConfig& cfg);
-
-// z * (1 + scale) + shift with z [B, T, D] and shift, scale broadcastable to it ([B, 1, D]).
-Tensor modulate(const Tensor& z, const Tensor& shift, const Tensor& scale);
 
 // Token outputs back to images: tokens [B, T, p*p*C] with T = G*G, each token's last dim ordered
 // (patch row, patch col, channel) -> [B, C, G p, G p], pixel (c, g_h p + i, g_w p + j) =

@@ -1,50 +1,32 @@
 #include "models/moe/grouped_experts.h"
 
+#include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/ops/elementwise.h"
-#include "core/ops/index.h"
-#include "core/ops/linalg.h"
-#include "core/ops/nn.h"
+#include "core/ops/moe_ops.h"
 #include "models/nn/init.h"
 
 namespace loom::moe {
 
 namespace {
 
-// Splits x along dim 0 into views of the given sizes, as one node whose backward is a single cat
-// (times grad_scale when it is not 1). Slicing piece by piece would make every piece's backward
-// allocate a zero tensor of x's full shape (E full-size buffers per stacked weight); here unused
-// pieces just get zero gradients.
-class SplitRowsOp final : public Op {
+// Identity forward (a view of w); backward multiplies the gradient by `scale`. Applied to the whole
+// local stacks, so under ep the 1/P of the expert gradients costs one multiply per stack.
+class ScaleGradOp final : public Op {
  public:
-  SplitRowsOp(std::vector<int64_t> sizes, double grad_scale)
-      : sizes_(std::move(sizes)), grad_scale_(grad_scale) {}
-  const char* name() const override { return "moe_split_rows"; }
+  explicit ScaleGradOp(double scale) : scale_(scale) {}
+  const char* name() const override { return "moe_scale_grad"; }
   bool saves_inputs() const override { return false; }
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
-    std::vector<Tensor> pieces;
-    pieces.reserve(sizes_.size());
-    int64_t offset = 0;
-    for (int64_t s : sizes_) {
-      pieces.push_back(in[0].narrow(0, offset, s));
-      offset += s;
-    }
-    return pieces;
+    return {in[0].view(in[0].shape())};
   }
   std::vector<Tensor> backward(const SavedContext&, const std::vector<Tensor>& g) override {
-    const Tensor whole = cat(g, 0);
-    return {grad_scale_ == 1 ? whole : whole * grad_scale_};
+    return {g[0] * scale_};
   }
 
  private:
-  std::vector<int64_t> sizes_;
-  double grad_scale_;
+  double scale_;
 };
-
-std::vector<Tensor> split_rows(const Tensor& x, const std::vector<int64_t>& sizes,
-                               double grad_scale = 1) {
-  return apply<SplitRowsOp>({x}, sizes, grad_scale);
-}
 
 int ep_size(const std::shared_ptr<parallel::Communicator>& ep) {
   return ep ? ep->size() : 1;
@@ -92,20 +74,15 @@ Tensor GroupedExperts::forward(const Tensor& x_sorted, const std::vector<int64_t
   LOOM_CHECK(x_sorted.dim() == 2 && x_sorted.size(0) == total && x_sorted.size(1) == d_model,
              "[MoELayer] expected sorted rows [", total, ", ", d_model, "], got ",
              shape_str(x_sorted.shape()));
-  const std::vector<int64_t> ones(size_t(n_local), 1);
-  const std::vector<Tensor> xs = split_rows(x_sorted, counts);
-  const std::vector<Tensor> wg = split_rows(w_gate_, ones, grad_scale_);
-  const std::vector<Tensor> wu = split_rows(w_up_, ones, grad_scale_);
-  const std::vector<Tensor> wd = split_rows(w_down_, ones, grad_scale_);
-  std::vector<Tensor> ys;
-  ys.reserve(size_t(n_local));
-  for (int64_t l = 0; l < n_local; ++l) {
-    const Tensor& x = xs[size_t(l)];
-    const Tensor hidden =
-        silu(linear(x, wg[size_t(l)].squeeze(0))) * linear(x, wu[size_t(l)].squeeze(0));
-    ys.push_back(linear(hidden, wd[size_t(l)].squeeze(0)));
-  }
-  return ys.size() == 1 ? ys[0] : cat(ys, 0);
+  // Cast once for the gate and up products (a no-op without autocast).
+  const Tensor x = autocast(x_sorted);
+  const Tensor hidden =
+      swiglu(grouped_linear(x, scaled(w_gate_), counts), grouped_linear(x, scaled(w_up_), counts));
+  return grouped_linear(hidden, scaled(w_down_), counts);
+}
+
+Tensor GroupedExperts::scaled(const Tensor& w) const {
+  return grad_scale_ == 1 ? w : apply<ScaleGradOp>({w}, grad_scale_)[0];
 }
 
 }  // namespace loom::moe

@@ -8,6 +8,10 @@
 // E_e(x) = (SiLU(x Wg_e^T) * (x Wu_e^T)) Wd_e^T. Draw order from the init generator: expert 0's
 // gate, up, down slices, then expert 1's, ...
 //
+// Compute: three grouped_linear calls over all local experts (gate, up, down; core/ops/moe_ops.h:
+// one grouped GEMM each on CUDA, and two each in backward) around one fused swiglu; under autocast
+// the rows are cast to bf16 once for the gate and up products.
+//
 // Expert parallelism. Given an ep group of P > 1 ranks (E divisible by P), the rank with ep rank
 // r holds the L = E / P experts [r L, (r + 1) L) as [L, ...] stacks registered under the same
 // names, with an nn::ShardSpec over the group on dim 0 (so nn::gather_state_dict,
@@ -40,6 +44,7 @@ class GroupedExperts : public nn::ShardedModule {
                  std::shared_ptr<parallel::Communicator> ep = nullptr);
   // x_sorted [M, D] with counts[l] consecutive rows for local expert l (counts has one entry per
   // local expert, sum(counts) == M) -> [M, D]: row i of local expert l becomes E_l(x_sorted[i]).
+  // The result has the dtype of the products (bf16 under autocast on CUDA).
   Tensor forward(const Tensor& x_sorted, const std::vector<int64_t>& counts) const;
 
   // Global id of local expert 0: r L under ep, else 0.
@@ -50,6 +55,9 @@ class GroupedExperts : public nn::ShardedModule {
   const Tensor& w_down() const { return w_down_; }  // [L, D, F]
 
  private:
+  // w itself, or under ep a view whose gradient is scaled by grad_scale_.
+  Tensor scaled(const Tensor& w) const;
+
   int64_t first_expert_ = 0;
   double grad_scale_ = 1;
   Tensor w_gate_, w_up_, w_down_;

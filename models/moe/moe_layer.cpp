@@ -37,6 +37,13 @@ MoEConfig resolved(MoEConfig cfg) {
   return cfg;
 }
 
+// d.routed without reading the device: kept plus dropped assignments per expert.
+std::vector<int64_t> routed_on_host(const ExpertDispatch& d) {
+  std::vector<int64_t> routed = d.counts;
+  for (size_t e = 0; e < routed.size(); ++e) routed[e] += d.dropped[e];
+  return routed;
+}
+
 }  // namespace
 
 // ---- Router -------------------------------------------------------------------------------------
@@ -79,20 +86,19 @@ Tensor MoELayer::run_experts(const Tensor& x_sorted, const std::vector<int64_t>&
   return parallel::expert_combine(experts_->forward(received, plan.expert_counts), ep_, plan);
 }
 
-std::vector<double> MoELayer::load_fractions(const std::vector<int64_t>& routed, int64_t n) const {
-  const int64_t n_experts = cfg_.n_experts;
-  std::vector<int64_t> totals = routed;  // counts per expert, then the token count
-  totals.push_back(n);
+Tensor MoELayer::load_fractions(const ExpertDispatch& d, int64_t n, DType dtype) const {
+  Tensor routed = d.routed;
+  int64_t tokens = n;
   if (ep_ && cfg_.aux_loss_global_counts) {
-    const Tensor t = from_vector(totals, {n_experts + 1});
+    std::vector<int64_t> totals = routed_on_host(d);  // then the token count
+    totals.push_back(n);
+    const Tensor t = from_vector(totals, {cfg_.n_experts + 1});
     ep_->all_reduce(t, parallel::ReduceOp::sum);
-    totals = t.to_vector<int64_t>();
+    routed = t.narrow(0, 0, cfg_.n_experts).to(d.routed.device());
+    tokens = t.to_vector<int64_t>().back();
   }
-  const double assignments = double(totals.back() * cfg_.top_k);
-  std::vector<double> f(static_cast<size_t>(n_experts));
-  for (int64_t e = 0; e < n_experts; ++e)
-    f[size_t(e)] = double(n_experts) * double(totals[size_t(e)]) / assignments;
-  return f;
+  // In f64 whatever the dtype, so every device rounds f_i once, from the same value.
+  return (routed.to(DType::f64) * double(cfg_.n_experts) / double(tokens * cfg_.top_k)).to(dtype);
 }
 
 MoELayer::Output MoELayer::forward(const Tensor& h) const {
@@ -119,16 +125,11 @@ MoELayer::Output MoELayer::forward(const Tensor& h) const {
   const Tensor base =
       shared_ ? shared_->forward(x).to(h.dtype()) : zeros({n, cfg_.d_model}, h.dtype(), h.device());
 
-  std::vector<int64_t> routed = d.counts;
-  for (size_t e = 0; e < routed.size(); ++e) routed[e] += d.dropped[e];
   Output out;
   out.y = index_add(base, 0, d.token, y_sorted.to(h.dtype())).reshape(h.shape());
-  if (is_training()) {
-    const Tensor load =
-        from_vector(load_fractions(routed, n), {n_experts}, probs.dtype()).to(probs.device());
-    out.aux_loss = sum(mean(probs, {0}) * load) * cfg_.aux_loss_coef;
-  }
-  out.expert_counts = from_vector(routed, {n_experts});
+  if (is_training())
+    out.aux_loss = sum(mean(probs, {0}) * load_fractions(d, n, probs.dtype())) * cfg_.aux_loss_coef;
+  out.expert_counts = from_vector(routed_on_host(d), {n_experts});
   out.dropped = from_vector(d.dropped, {n_experts});
   return out;
 }

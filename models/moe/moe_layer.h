@@ -10,11 +10,12 @@
 // token order (expert_dispatch.h), and a dropped assignment adds nothing to y (its weight is not
 // given to the token's other experts).
 //
-// Dispatch sorts the N*k (token, slot) assignments by expert id (a stable counting sort on the
-// host; top-k indices carry no gradient), gathers the token rows into expert-contiguous order,
-// runs each expert as one GEMM chain over its contiguous slice of rows, scales the rows by their
-// routing weights and index_adds them back onto the shared expert's output (or zeros). Equal
-// assignments therefore meet in a fixed order, so results do not depend on the thread count.
+// Dispatch sorts the N*k (token, slot) assignments by expert id (a stable counting sort, on the
+// device for CUDA inputs, whose only host transfer is the E counts; top-k indices carry no
+// gradient), gathers the token rows into expert-contiguous order, runs the experts as grouped
+// GEMMs over their contiguous slices of rows (GroupedExperts), scales the rows by their routing
+// weights and index_adds them back onto the shared expert's output (or zeros). Equal assignments
+// therefore meet in a fixed order, so results do not depend on the thread count.
 //
 // Expert parallelism (docs/EXPERT_PARALLEL.md). Given an ep group of P > 1 ranks, each rank holds
 // the experts [r E/P, (r+1) E/P) (GroupedExperts); router, shared expert and everything else are
@@ -122,8 +123,9 @@ class MoELayer : public nn::Module {
   // Routed expert outputs [M, D] of x_sorted [M, D] (rows sorted by expert, counts[e] of expert
   // e), through the ep exchange when there is one.
   Tensor run_experts(const Tensor& x_sorted, const std::vector<int64_t>& counts) const;
-  // f_i = E c_i of the balance loss from this rank's routed counts and tokens (or the group's).
-  std::vector<double> load_fractions(const std::vector<int64_t>& routed, int64_t n) const;
+  // f_i = E c_i [E] of the balance loss, of `dtype` on d.routed's device, from this rank's routed
+  // counts and n tokens (or the group's: a host all-reduce).
+  Tensor load_fractions(const ExpertDispatch& d, int64_t n, DType dtype) const;
 
   MoEConfig cfg_;
   std::shared_ptr<parallel::Communicator> ep_;

@@ -1,6 +1,7 @@
 #include "models/nn/swiglu.h"
 
-#include "core/ops/elementwise.h"
+#include "core/autocast.h"
+#include "core/ops/moe_ops.h"
 
 namespace loom::nn {
 
@@ -23,8 +24,9 @@ void SwiGLU::reset_parameters(Generator& gen) {
   down_proj_->reset_parameters(gen);
 }
 
-Tensor SwiGLU::forward(const Tensor& x) const {
-  return down_proj_->forward(silu(gate_proj_->forward(x)) * up_proj_->forward(x));
+Tensor SwiGLU::forward(const Tensor& x_in) const {
+  const Tensor x = autocast(x_in);  // cast once for both projections (a no-op without autocast)
+  return down_proj_->forward(swiglu(gate_proj_->forward(x), up_proj_->forward(x)));
 }
 
 }  // namespace loom::nn

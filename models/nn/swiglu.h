@@ -3,7 +3,7 @@
 //   y = down_proj(SiLU(gate_proj(x)) * up_proj(x)),  x [..., dim] -> [..., dim]
 // Children "gate_proj" and "up_proj" (dim -> hidden_dim) and "down_proj" (hidden_dim -> dim), all
 // Linear without bias (the names of DiT-MoE's MoeMLP, so its checkpoints map one to one).
-// Init is Linear's (Xavier-uniform).
+// Init is Linear's (Xavier-uniform). The gate is the fused swiglu op (core/ops/moe_ops.h).
 #include <memory>
 
 #include "core/rng.h"

@@ -276,6 +276,23 @@ TEST_F(Cuda, AttentionMatchesCpu) {
   }, {qkv});
 }
 
+// An out-of-range CUDA index is not checked on the host (no stall per index op): the kernel skips
+// it and the next synchronization raises it, naming the op, the index and its position; after
+// that the device is usable again.
+TEST_F(Cuda, OutOfRangeIndicesAreRaisedAtTheNextSynchronization) {
+  const Tensor x = uniform({6, 3}, -1, 1, 48).to(kGpu);
+  const Tensor idx = from_vector<int64_t>({1, 6, 2}, {3}).to(kGpu);
+  Tensor y;
+  EXPECT_NO_THROW(y = index_select(x, 0, idx));  // asynchronous: nothing has run yet
+  testing::expect_error([&] { (void)y.to(Device::cpu()); },
+                        {"[index_select] index 6 at element 1", "[0, 6)"});
+  const Tensor ok = index_select(x, 0, from_vector<int64_t>({5}, {1}).to(kGpu));
+  EXPECT_EQ(ok.to(Device::cpu()).to_vector<float>(),
+            x.to(Device::cpu()).select(0, 5).contiguous().to_vector<float>());
+  const Tensor g = gather(x, 1, from_vector<int64_t>({0, -1}, {1, 2}).to(kGpu));
+  testing::expect_error([&] { (void)g.to(Device::cpu()); }, {"[gather] index -1", "[0, 3)"});
+}
+
 TEST_F(Cuda, RandomDrawsEqualTheHostGenerator) {
   for (int64_t n : {1, 7, 4096, 100003}) {
     Generator host(42, 3), dev(42, 3);

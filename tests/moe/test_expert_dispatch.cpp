@@ -48,10 +48,15 @@ TEST(ExpertDispatch, CapacityKeepsTheFirstAssignmentsInTokenOrder) {
     std::vector<int64_t> dropped(3), routed = routed_counts(ids, 3);
     for (size_t e = 0; e < 3; ++e) dropped[e] = routed[e] - kept[e];
     EXPECT_EQ(d.dropped, dropped);
+    EXPECT_EQ(d.routed.to_vector<int64_t>(), routed);
     EXPECT_EQ(d.order.to_vector<int64_t>(), order);
     std::vector<int64_t> token;
     for (int64_t p : order) token.push_back(p / 2);
     EXPECT_EQ(d.token.to_vector<int64_t>(), token);
+    // i32 ids sort the same.
+    const moe::ExpertDispatch d32 = moe::sort_by_expert(idx.to(DType::i32), 3, cap);
+    EXPECT_EQ(d32.order.to_vector<int64_t>(), order);
+    EXPECT_EQ(d32.counts, kept);
   }
   expect_error([&] { moe::sort_by_expert(idx, 3, -1); }, "expert capacity must be >= 0");
 }

@@ -17,7 +17,7 @@
 # micro-batch, so it changes with dp (tp and sp gather the tokens and keep it exact).
 #
 # On GPUs (LOOM_EQUIV_DEVICE=cuda, the `gpu`-labelled entries): every run trains on CUDA with
-# one GPU per rank and NCCL between them, in fp32 with TF32 off (LOOM_EQUIV_PRECISION=bf16 for
+# one GPU per rank and NCCL between them, in f32 with TF32 off (LOOM_EQUIV_PRECISION=bf16 for
 # bf16 autocast, with the tolerances widened to 2e-2 and 1e-3: bf16 rounds the activations of
 # each layout's different GEMM shapes differently). Exits 77 (skipped) when there are fewer GPUs
 # than LOOM_EQUIV_RANKS (the scenario's largest rank count).
@@ -68,7 +68,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 model=() opt=("${sgd[@]}") ref_np=1 ref=() rtol=1e-5 atol=1e-6
 device=()
 if [ "${LOOM_EQUIV_DEVICE:-cpu}" = cuda ]; then
-  precision=${LOOM_EQUIV_PRECISION:-fp32}
+  precision=${LOOM_EQUIV_PRECISION:-f32}
   device=(--set train.device=cuda --set train.precision="$precision")
   [ "$precision" = bf16 ] && rtol=2e-2 atol=1e-3
   gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
@@ -86,7 +86,9 @@ run() {
              --out "$out" "$@")
   [ "$np" -gt 1 ] && cmd=("${mpirun[@]}" -np "$np" "${cmd[@]}")
   echo "+ ${cmd[*]}"
-  "${cmd[@]}" > "$out.log" 2>&1 || { cat "$out.log"; fail "exit status $? from ${cmd[*]}"; }
+  local status=0
+  "${cmd[@]}" > "$out.log" 2>&1 || status=$?
+  [ "$status" = 0 ] || { cat "$out.log"; fail "exit status $status from ${cmd[*]}"; }
 }
 # expect FILE PATTERN: the log says what the scenario is about.
 expect() { grep -q "$2" "$1" || { cat "$1"; fail "no '$2' in $1"; }; }

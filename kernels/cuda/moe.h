@@ -1,0 +1,91 @@
+#pragma once
+// The CUDA kernels of the MoE layer as core/ops/moe_ops.cpp calls them: the grouped GEMM of the
+// stacked experts (grouped_gemm.cu), the fused SwiGLU gate and the stable counting sort of the
+// routing assignments by expert (moe.cu). Like kernels.h: host functions that enqueue work on the
+// current device's compute stream and return without waiting; device pointers to element 0; sizes
+// in elements; launch errors throw std::runtime_error "[cuda] <kernel>: ...". Plain C++, so core
+// includes it; CPU-only builds link moe_stub.cpp, where every entry throws.
+//
+// The SwiGLU scalar functions below are shared with the CPU twin in core/ops/moe_ops.cpp, so both
+// devices evaluate one definition (f32 compute for 16-bit operands, as everywhere in kernels/).
+#include <cstdint>
+
+#include "kernels/dtype.h"
+#include "kernels/scalar_fns.h"
+
+namespace loom::kernels::fn {
+
+// silu(a) * b, the gate of a SwiGLU feed-forward.
+struct SwiGlu {
+  template <class T>
+  LOOM_HD static T f(T a, T b) {
+    return Silu::f(a) * b;
+  }
+};
+// The gradients of SwiGlu for the output gradient g: da = g b silu'(a), db = g silu(a). The
+// operations are those of the composite silu(a) * b's backward, so the CPU results are bitwise
+// those of the unfused ops.
+struct SwiGluGrad {
+  template <class T>
+  LOOM_HD static void f(T a, T b, T g, T& da, T& db) {
+    da = SiluGrad::f(a, g * b);
+    db = g * Silu::f(a);
+  }
+};
+
+}  // namespace loom::kernels::fn
+
+namespace loom::kernels::cuda {
+
+// -- grouped GEMM (grouped_gemm.cu) ------------------------------------------------------------
+// One problem of a grouped GEMM, row-major as kernels.h's Gemm: C [m, n] = op(A) [m, k] op(B)
+// [k, n] with C contiguous. k == 0 writes zeros; m == 0 or n == 0 does nothing.
+struct GemmProblem {
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* c = nullptr;
+};
+// What the problems of one call share: the transposes and the leading dimensions of A and B (A is
+// stored [m, k], or [k, m] when trans_a, with rows lda apart; likewise B).
+struct GroupedGemm {
+  bool trans_a = false, trans_b = false;
+  int64_t lda = 0, ldb = 0;
+};
+// Runs `count` problems with one cublasGemmGroupedBatchedEx call (f32, bf16, f16; f32
+// accumulation, TF32 when allow_tf32 for f32) after one small launch that writes its device
+// pointer tables (calls of more than 128 problems are split). One cuBLASLt GEMM per problem
+// (kernels.h gemm) instead: for f64, for operands whose pointers or row strides are not 16-byte
+// aligned, and for every call when the environment sets LOOM_GROUPED_GEMM=loop (a benchmarking
+// switch). C is overwritten.
+void grouped_gemm(const GroupedGemm& g, const GemmProblem* problems, int64_t count, DType dtype,
+                  bool allow_tf32);
+
+// -- SwiGLU (moe.cu) ---------------------------------------------------------------------------
+// y = silu(a) * b over n contiguous elements of one floating dtype.
+void swiglu_forward(const void* a, const void* b, void* y, DType dtype, int64_t n);
+// da, db from a, b and dy (fn::SwiGluGrad), n contiguous elements, one dtype; both overwritten.
+void swiglu_backward(const void* a, const void* b, const void* dy, void* da, void* db, DType dtype,
+                     int64_t n);
+
+// -- expert sort (moe.cu) ----------------------------------------------------------------------
+// The stable counting sort of n_assign routing assignments by expert (the CPU twin is
+// sort_by_expert in core/ops/moe_ops.cpp): assignment p = token * top_k + slot has expert ids[p].
+// Within an expert, assignments keep increasing p; with capacity > 0 only the first `capacity` of
+// each expert are kept. Kept assignment p at sorted position q gets order[q] = p and
+// token[q] = p / top_k; positions follow expert id (expert e's after e - 1's).
+struct ExpertSort {
+  const void* ids = nullptr;  // [n_assign], i32 or i64
+  DType ids_dtype = DType::i64;
+  int64_t n_assign = 0, top_k = 1, n_experts = 1, capacity = 0;  // n_experts <= kMaxSortExperts
+  int64_t* order = nullptr;  // [n_assign]: the first sum(kept) entries written
+  int64_t* token = nullptr;  // [n_assign]: likewise
+  // [n_experts + 1]: assignments per expert before the capacity cut, then the first assignment
+  // whose id lies outside [0, n_experts) (n_assign when none; such assignments are skipped).
+  int64_t* routed = nullptr;
+};
+constexpr int64_t kMaxSortExperts = 2048;
+// Three launches (per-chunk histograms, their scan, the stable scatter); does not synchronize.
+void expert_sort(const ExpertSort& s);
+
+}  // namespace loom::kernels::cuda
