@@ -6,6 +6,7 @@
 // each timed step ends with a device synchronization, and the peak device memory is reported.
 //   bench_dit_train --depth 4 --width 128 --heads 4 --experts 4 --topk 2 --shared 1 \
 //                   --batch 128 --image 28 --channels 1 --patch 4 --classes 10 [--device cuda]
+//                   [--activation-checkpointing]
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -24,7 +25,10 @@ int main(int argc, char** argv) {
   int64_t depth = 4, width = 128, heads = 4, experts = 4, topk = 2, shared = 1, batch = 128;
   int64_t image = 28, channels = 1, patch = 4, classes = 10, iters = 10;
   std::string device_name = "cpu";
+  bool checkpointing = false;
   CLI::App app{"Time DiT training steps"};
+  app.add_flag("--activation-checkpointing", checkpointing,
+               "recompute each block in backward (train.activation_checkpointing)");
   app.add_option("--device", device_name)->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--depth", depth);
   app.add_option("--width", width);
@@ -54,6 +58,7 @@ int main(int argc, char** argv) {
   const Device device = cuda ? Device::cuda(0) : Device::cpu();
   Generator gen(0);
   dit::DiT model(cfg, gen);
+  model.set_activation_checkpointing(checkpointing);
   model.to(device);
   optim::AdamW opt(model.parameters(), {.lr = 1e-4, .weight_decay = 0});
   const Tensor x = randn({batch, channels, image, image}, gen, DType::f32, device);
@@ -92,10 +97,11 @@ int main(int argc, char** argv) {
       "{\"impl\": \"loom\", \"depth\": %ld, \"width\": %ld, \"experts\": %ld, \"topk\": %ld, "
       "\"shared\": %ld, \"batch\": %ld, \"tokens\": %ld, \"threads\": %d, \"step_s\": %.5f, "
       "\"img_per_s\": %.1f, \"model_gflops\": %.1f, \"params_M\": %.2f, \"device\": \"%s\", "
-      "\"peak_mem_GiB\": %.2f}\n",
+      "\"peak_mem_GiB\": %.2f, \"activation_checkpointing\": %s}\n",
       long(depth), long(width), long(experts), long(topk), long(shared), long(batch), long(tokens),
       kernels::cpu::num_threads(), st, double(batch) / st, flops / st / 1e9,
       double(model.num_parameters()) / 1e6, device_name.c_str(),
-      cuda ? double(kernels::cuda::memory_stats(device.index).peak_allocated) / double(1 << 30) : 0.0);
+      cuda ? double(kernels::cuda::memory_stats(device.index).peak_allocated) / double(1 << 30) : 0.0,
+      checkpointing ? "true" : "false");
   return 0;
 }
