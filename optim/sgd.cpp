@@ -1,5 +1,7 @@
 #include "optim/sgd.h"
 
+#include "core/ops/elementwise.h"
+
 namespace loom::optim {
 
 Sgd::Sgd(std::vector<Tensor> params, const SgdConfig& config)
@@ -10,7 +12,6 @@ Sgd::Sgd(std::vector<Tensor> params, const SgdConfig& config)
   LOOM_CHECK(!config.nesterov || (config.momentum > 0 && config.dampening == 0),
              "[sgd] nesterov needs momentum > 0 and dampening 0, got momentum ", config.momentum,
              " and dampening ", config.dampening);
-  require_cpu();
   buffers_.resize(params_.size());
 }
 
@@ -55,6 +56,10 @@ void Sgd::step() {
     const Tensor g = grad_of(i);
     if (!g.defined()) continue;
     Tensor& p = params_[i];
+    if (p.device().is_cuda()) {
+      step_on_device(i, g);
+      continue;
+    }
     float* pd = p.data<float>();
     const float* gd = g.data<float>();
     const int64_t n = p.numel();
@@ -72,6 +77,25 @@ void Sgd::step() {
       pd[k] -= lr * (config_.nesterov ? gk + mom * b[k] : b[k]);
     }
   }
+}
+
+// The same update through ops (device tensors; float arithmetic in the same order as the host
+// loop above, so both round alike).
+void Sgd::step_on_device(size_t i, const Tensor& g) {
+  Tensor& p = params_[i];
+  const double lr = lr_, wd = config_.weight_decay, mom = config_.momentum;
+  const Tensor d = wd == 0 ? g : g + p * wd;
+  if (mom == 0) {
+    copy_into(p, p - d * lr);
+    return;
+  }
+  if (!buffers_[i].defined()) {
+    buffers_[i] = d.clone();  // PyTorch seeds the buffer with the first gradient itself
+  } else {
+    copy_into(buffers_[i], buffers_[i] * mom + d * (1 - config_.dampening));
+  }
+  const Tensor& b = buffers_[i];
+  copy_into(p, p - (config_.nesterov ? d + b * mom : b) * lr);
 }
 
 }  // namespace loom::optim

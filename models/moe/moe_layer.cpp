@@ -105,9 +105,13 @@ MoELayer::Output MoELayer::forward(const Tensor& h) const {
   LOOM_CHECK(h.defined(), "[MoELayer] input is undefined");
   LOOM_CHECK(h.dim() >= 2 && h.shape().back() == cfg_.d_model, "[MoELayer] expected input [.., ",
              cfg_.d_model, "] ([B, T, D] or [N, D]), got ", shape_str(h.shape()));
-  LOOM_CHECK(h.dtype() == experts_->w_gate().dtype(), "[MoELayer] input dtype ",
-             dtype_name(h.dtype()), " differs from the parameters' dtype ",
-             dtype_name(experts_->w_gate().dtype()));
+  // The input may also come in the autocast dtype (DiT's fused LayerNorm + modulate emits bf16
+  // under autocast); the routed and shared contributions are accumulated, and the output given,
+  // in the parameters' dtype all the same.
+  const DType acc = experts_->w_gate().dtype();
+  LOOM_CHECK(h.dtype() == acc || (autocast_dtype() == h.dtype() && h.device().is_cuda()),
+             "[MoELayer] input dtype ", dtype_name(h.dtype()), " differs from the parameters' dtype ",
+             dtype_name(acc), " (and is not the autocast dtype)");
   const int64_t n = h.numel() / cfg_.d_model, k = cfg_.top_k, n_experts = cfg_.n_experts;
   LOOM_CHECK(n >= 1, "[MoELayer] input has no tokens: ", shape_str(h.shape()));
   const Tensor x = h.reshape({n, cfg_.d_model});
@@ -118,15 +122,15 @@ MoELayer::Output MoELayer::forward(const Tensor& h) const {
                                           expert_capacity(cfg_.capacity_factor, n, k, n_experts));
 
   const Tensor x_sorted = index_select(x, 0, d.token);
-  const Tensor weight_sorted = index_select(top.values.reshape({n * k}), 0, d.order).to(h.dtype());
+  const Tensor weight_sorted = index_select(top.values.reshape({n * k}), 0, d.order).to(acc);
   const Tensor y_sorted = run_experts(x_sorted, d.counts) * weight_sorted.unsqueeze(1);
-  // The shared expert's output doubles as the accumulator of the routed contributions.
-  // Accumulated in the input's dtype (f32 under autocast, whose expert matmuls answer in bf16).
+  // The shared expert's output doubles as the accumulator of the routed contributions, in the
+  // parameters' dtype (f32 under autocast, whose expert matmuls answer in bf16).
   const Tensor base =
-      shared_ ? shared_->forward(x).to(h.dtype()) : zeros({n, cfg_.d_model}, h.dtype(), h.device());
+      shared_ ? shared_->forward(x).to(acc) : zeros({n, cfg_.d_model}, acc, h.device());
 
   Output out;
-  out.y = index_add(base, 0, d.token, y_sorted.to(h.dtype())).reshape(h.shape());
+  out.y = index_add(base, 0, d.token, y_sorted.to(acc)).reshape(h.shape());
   if (is_training())
     out.aux_loss = sum(mean(probs, {0}) * load_fractions(d, n, probs.dtype())) * cfg_.aux_loss_coef;
   out.expert_counts = from_vector(routed_on_host(d), {n_experts});

@@ -101,14 +101,14 @@ class MoELayer : public nn::Module {
            std::shared_ptr<parallel::Communicator> ep = nullptr);
 
   struct Output {
-    Tensor y;              // [.., D], same shape and dtype as h
+    Tensor y;              // [.., D], h's shape, the parameters' dtype
     Tensor aux_loss;       // scalar (router dtype), defined only in training mode (is_training())
     Tensor expert_counts;  // i64 [E]: this rank's (token, slot) assignments per expert, routed
     Tensor dropped;        // i64 [E]: of those, the ones over capacity (zeros when dropless)
   };
   // h [B, T, D] or [N, D] (any rank >= 2, leading dims flattened into N >= 1 tokens), of the
-  // parameters' dtype. Throws for another last dim, rank or dtype, or no tokens. Collective over
-  // the ep group when there is one.
+  // parameters' dtype or, on CUDA under autocast, the autocast dtype. Throws for another last dim,
+  // rank or dtype, or no tokens. Collective over the ep group when there is one.
   Output forward(const Tensor& h) const;
 
   // The config with d_ff resolved (4 * d_model when given as 0).

@@ -55,8 +55,11 @@ void expect_twin(const std::string& what, const Fn& f, const std::vector<Tensor>
     const bool fl = is_floating(t.dtype());
     const DType on_gpu = autocast ? DType::f32 : dtype;
     // The reference sees the GPU's rounded operands, so only the arithmetic differs.
-    Tensor c = fl ? t.to(dtype).to(DType::f64) : t;
-    Tensor g = fl ? (autocast ? t.to(dtype).to(on_gpu) : t.to(on_gpu)).to(kGpu) : t.to(kGpu);
+    // detach: a cast to the same dtype hands back t itself, which must not become a grad leaf
+    // shared by the next call.
+    Tensor c = fl ? t.to(dtype).to(DType::f64).detach() : t;
+    Tensor g = fl ? (autocast ? t.to(dtype).to(on_gpu) : t.to(on_gpu)).to(kGpu).detach()
+                  : t.to(kGpu);
     if (fl) {
       c.set_requires_grad(true);
       g.set_requires_grad(true);

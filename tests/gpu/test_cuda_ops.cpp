@@ -7,6 +7,7 @@
 #include "kernels/cuda/runtime.h"
 #include "optim/adamw.h"
 #include "optim/muon.h"
+#include "optim/sgd.h"
 #include "tests/testing.h"
 
 namespace loom {
@@ -335,10 +336,16 @@ TEST_F(Cuda, OptimizersMatchCpu) {
   const auto muon = [](std::vector<Tensor> p) {
     return std::make_unique<optim::Muon>(p, optim::MuonConfig{.lr = 0.02, .weight_decay = 0.1});
   };
+  const auto sgd = [](std::vector<Tensor> p) {
+    return std::make_unique<optim::Sgd>(
+        p, optim::SgdConfig{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
+  };
   const auto a_cpu = run(adamw, Device::cpu()), a_gpu = run(adamw, kGpu);
   const auto m_cpu = run(muon, Device::cpu()), m_gpu = run(muon, kGpu);
+  const auto s_cpu = run(sgd, Device::cpu()), s_gpu = run(sgd, kGpu);
   for (size_t i = 0; i < start.size(); ++i) {
     EXPECT_LE(rel_error(a_gpu[i] - start[i], a_cpu[i] - start[i]), 1e-5) << "adamw " << i;
+    EXPECT_LE(rel_error(s_gpu[i] - start[i], s_cpu[i] - start[i]), 1e-6) << "sgd " << i;
     // bf16 Newton-Schulz against the host's f32: 3.7% and 4.4% measured on the H200.
     EXPECT_LE(rel_error(m_gpu[i] - start[i], m_cpu[i] - start[i]), 6e-2) << "muon " << i;
   }
