@@ -18,8 +18,9 @@
 #
 # On GPUs (LOOM_EQUIV_DEVICE=cuda, the `gpu`-labelled entries): every run trains on CUDA with
 # one GPU per rank and NCCL between them, in f32 with TF32 off (LOOM_EQUIV_PRECISION=bf16 for
-# bf16 autocast, with the tolerances widened to 2e-2 and 1e-3: bf16 rounds the activations of
-# each layout's different GEMM shapes differently). Exits 77 (skipped) when there are fewer GPUs
+# bf16 autocast, with the tolerances widened to 2e-2 and 5e-3: bf16 rounds the activations of
+# each layout's different GEMM shapes differently; measured at dp = 2 on two H200s: losses within
+# 2.1e-4, parameters 2.2e-4, SGD momentum buffers 1.3e-3). Exits 77 (skipped) when there are fewer GPUs
 # than LOOM_EQUIV_RANKS (the scenario's largest rank count).
 #
 # Scenarios (ranks in parentheses; the tiny recipe is a DiT-MoE, "dense" sets num_experts = 0 so
@@ -70,7 +71,7 @@ device=()
 if [ "${LOOM_EQUIV_DEVICE:-cpu}" = cuda ]; then
   precision=${LOOM_EQUIV_PRECISION:-f32}
   device=(--set train.device=cuda --set train.precision="$precision")
-  [ "$precision" = bf16 ] && rtol=2e-2 atol=1e-3
+  [ "$precision" = bf16 ] && rtol=2e-2 atol=5e-3
   gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
   if [ "${gpus:-0}" -lt "${LOOM_EQUIV_RANKS:-2}" ]; then
     echo "SKIP: $scenario needs ${LOOM_EQUIV_RANKS:-2} GPUs, found ${gpus:-0}"
