@@ -31,6 +31,19 @@ GemmOperand as_gemm_operand(const Tensor& x) {
   return {c, false, std::max<int64_t>(cols, 1)};
 }
 
+// One [m, k] x [k, n] product of the two operands into a contiguous [m, n] output.
+kernels::cuda::Gemm cuda_gemm_of(const GemmOperand& ga, const GemmOperand& gb, int64_t m,
+                                 int64_t n, int64_t k) {
+  return {.trans_a = ga.trans,
+          .trans_b = gb.trans,
+          .m = m,
+          .n = n,
+          .k = k,
+          .lda = ga.ld,
+          .ldb = gb.ld,
+          .ldc = std::max<int64_t>(n, 1)};
+}
+
 // The CUDA GEMM over a broadcast batch: one strided-batched cuBLASLt call over the innermost
 // batch dim (all of the batch when it collapses to one stride), looped over the outer ones.
 void cuda_gemm(const GemmOperand& ga, const GemmOperand& gb, const Tensor& out, const Shape& batch,
@@ -45,18 +58,11 @@ void cuda_gemm(const GemmOperand& ga, const GemmOperand& gb, const Tensor& out, 
     first_outer = d;
   }
   if (nd == 0) first_outer = 0;
-  kernels::cuda::Gemm g{.trans_a = ga.trans,
-                        .trans_b = gb.trans,
-                        .m = m,
-                        .n = n,
-                        .k = k,
-                        .lda = ga.ld,
-                        .ldb = gb.ld,
-                        .ldc = std::max<int64_t>(n, 1),
-                        .batch = inner,
-                        .stride_a = nd > 0 ? bsa[nd - 1] : 0,
-                        .stride_b = nd > 0 ? bsb[nd - 1] : 0,
-                        .stride_c = m * n};
+  kernels::cuda::Gemm g = cuda_gemm_of(ga, gb, m, n, k);
+  g.batch = inner;
+  g.stride_a = nd > 0 ? bsa[nd - 1] : 0;
+  g.stride_b = nd > 0 ? bsb[nd - 1] : 0;
+  g.stride_c = m * n;
   int64_t outer = 1;
   for (int64_t d = 0; d < first_outer; ++d) outer *= batch[d];
   const int64_t es = int64_t(dtype_size(out.dtype()));
@@ -145,16 +151,9 @@ class LinearBiasOp final : public Op {
     const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
     const GemmOperand ga = as_gemm_operand(x), gb = as_gemm_operand(w.t());
     Tensor out = empty({m, n}, x.dtype(), x.device());
-    kernels::cuda::gemm({.trans_a = ga.trans,
-                         .trans_b = gb.trans,
-                         .m = m,
-                         .n = n,
-                         .k = k,
-                         .lda = ga.ld,
-                         .ldb = gb.ld,
-                         .ldc = std::max<int64_t>(n, 1),
-                         .bias = bias.raw_data()},
-                        ga.t.raw_data(), gb.t.raw_data(), out.raw_data(), out.dtype(),
+    kernels::cuda::Gemm g = cuda_gemm_of(ga, gb, m, n, k);
+    g.bias = bias.raw_data();
+    kernels::cuda::gemm(g, ga.t.raw_data(), gb.t.raw_data(), out.raw_data(), out.dtype(),
                         g_allow_tf32);
     return {out};
   }

@@ -2,7 +2,7 @@
 // The adaLN kernels of the DiT block on CUDA (core/ops/adaln.h):
 //   layer_norm_modulate: y = (x - mean) * rstd * (1 + scale) + shift   (LayerNorm, no affine)
 //   gated_residual:      out = x + gate * y
-// and their backward. Plain C++ like kernels.h; adaln.cu implements it, adaln_stub.cpp makes each
+// and their backward. Plain C++ like kernels.h; adaln.cu implements it, stub.cpp makes each
 // entry throw in CPU-only builds. CPU twins with the same formulas: kernels/cpu/adaln.h.
 //
 // Layout: x, y, out and their gradients are [B, T, C] contiguous (device pointers to element 0);

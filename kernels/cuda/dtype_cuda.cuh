@@ -118,5 +118,14 @@ void dispatch_arith(DType t, const char* kernel, F&& f) {
     default: dispatch_float(t, kernel, f);
   }
 }
+// Calls f(I{}) with I the C++ type of an index dtype (i32 or i64); others throw naming the kernel.
+template <class F>
+void dispatch_index(DType t, const char* kernel, F&& f) {
+  switch (t) {
+    case DType::i32: f(int32_t{}); return;
+    case DType::i64: f(int64_t{}); return;
+    default: unsupported_dtype(kernel, t);
+  }
+}
 
 }  // namespace loom::kernels::cuda

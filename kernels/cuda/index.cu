@@ -57,21 +57,6 @@ void dispatch_unit(int64_t bytes, F&& f) {
   }
 }
 
-// Calls f(I{}) with I the C++ type of an index dtype (i32 or i64).
-template <class F>
-void dispatch_index(DType t, const char* kernel, F&& f) {
-  switch (t) {
-    case DType::i32:
-      f(int32_t{});
-      return;
-    case DType::i64:
-      f(int64_t{});
-      return;
-    default:
-      unsupported_dtype(kernel, t);
-  }
-}
-
 void check_same_dtype(const char* kernel, DType a, DType b) {
   if (a != b) {
     throw std::runtime_error(std::string("[cuda] ") + kernel + ": dtypes #" +

@@ -153,20 +153,6 @@ __global__ void expert_scatter_kernel(const I* __restrict__ ids, SortShape s,
   }
 }
 
-template <class F>
-void dispatch_ids(DType t, F&& f) {
-  switch (t) {
-    case DType::i32:
-      f(int32_t{});
-      return;
-    case DType::i64:
-      f(int64_t{});
-      return;
-    default:
-      throw std::runtime_error("[cuda] expert_sort: expert ids must be i32 or i64");
-  }
-}
-
 }  // namespace
 
 void swiglu_forward(const void* a, const void* b, void* y, DType dtype, int64_t n) {
@@ -216,7 +202,7 @@ void expert_sort(const ExpertSort& p) {
   const unsigned blocks = unsigned((s.n_chunks + kSortWarps - 1) / kSortWarps);
   const size_t smem = size_t(kSortWarps * s.n_experts) * sizeof(int32_t);
   cudaStream_t stream = compute_stream();
-  dispatch_ids(p.ids_dtype, [&](auto tag) {
+  dispatch_index(p.ids_dtype, "expert_sort", [&](auto tag) {
     using I = decltype(tag);
     const I* ids = static_cast<const I*>(p.ids);
     if (blocks > 0) {

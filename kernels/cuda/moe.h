@@ -4,7 +4,7 @@
 // routing assignments by expert (moe.cu). Like kernels.h: host functions that enqueue work on the
 // current device's compute stream and return without waiting; device pointers to element 0; sizes
 // in elements; launch errors throw std::runtime_error "[cuda] <kernel>: ...". Plain C++, so core
-// includes it; CPU-only builds link moe_stub.cpp, where every entry throws.
+// includes it; CPU-only builds link stub.cpp, where every entry throws.
 //
 // The SwiGLU scalar functions below are shared with the CPU twin in core/ops/moe_ops.cpp, so both
 // devices evaluate one definition (f32 compute for 16-bit operands, as everywhere in kernels/).

@@ -1,8 +1,12 @@
-// CPU-only builds link this instead of runtime.cpp: every device entry point fails clearly.
+// CPU-only builds link this instead of runtime.cpp and the .cu files: every device entry point
+// (runtime.h, kernels.h, attention.h, adaln.h, moe.h) fails clearly.
 #include <stdexcept>
+#include <string>
 
+#include "kernels/cuda/adaln.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/moe.h"
 #include "kernels/cuda/runtime.h"
 
 namespace loom::kernels::cuda {
@@ -135,6 +139,38 @@ void flash_attention_backward(const AttentionArgs&, const void*, const void*, co
                               const void*, const void*, const float*, void*, void*, void*, DType,
                               float*) {
   no_cuda("flash_attention_backward");
+}
+
+// -- adaln.h --
+void layer_norm_modulate_forward(const void*, const void*, const void*, void*, void*, void*, DType,
+                                 DType, int64_t, int64_t, int64_t, double) {
+  no_cuda("layer_norm_modulate_forward");
+}
+void layer_norm_modulate_backward(const void*, const void*, const void*, const void*, const void*,
+                                  void*, void*, void*, DType, DType, int64_t, int64_t, int64_t) {
+  no_cuda("layer_norm_modulate_backward");
+}
+void gated_residual_forward(const void*, const void*, const void*, void*, DType, DType, int64_t,
+                            int64_t, int64_t) {
+  no_cuda("gated_residual_forward");
+}
+void gated_residual_backward(const void*, const void*, const void*, void*, void*, DType, DType,
+                             int64_t, int64_t, int64_t) {
+  no_cuda("gated_residual_backward");
+}
+
+// -- moe.h --
+void grouped_gemm(const GroupedGemm&, const GemmProblem*, int64_t, DType, bool) {
+  no_cuda("grouped_gemm");
+}
+void swiglu_forward(const void*, const void*, void*, DType, int64_t) {
+  no_cuda("swiglu_forward");
+}
+void swiglu_backward(const void*, const void*, const void*, void*, void*, DType, int64_t) {
+  no_cuda("swiglu_backward");
+}
+void expert_sort(const ExpertSort&) {
+  no_cuda("expert_sort");
 }
 
 }  // namespace loom::kernels::cuda

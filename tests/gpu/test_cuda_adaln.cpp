@@ -9,6 +9,7 @@
 
 #include "core/loom.h"
 #include "kernels/cuda/runtime.h"
+#include "tests/gpu/gpu_testing.h"
 #include "tests/testing.h"
 
 namespace loom {
@@ -16,34 +17,13 @@ namespace {
 
 using testing::allclose;
 using testing::gradcheck;
+using testing::kGpu;
+using testing::rel_error;
 using testing::uniform;
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
 
-const Device kGpu = Device::cuda(0);
-
-class CudaAdaln : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (kernels::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  }
-};
-
-// Relative error ||a - b|| / ||b|| over all elements (both moved to f64 on the host), as
-// tests/gpu/test_cuda_ops.cpp measures it.
-double rel_error(const Tensor& a, const Tensor& b) {
-  const auto va = a.to(Device::cpu()).to_vector<double>();
-  const auto vb = b.to(Device::cpu()).to_vector<double>();
-  EXPECT_EQ(va.size(), vb.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    if (std::isnan(va[i]) != std::isnan(vb[i])) return INFINITY;
-    if (std::isnan(vb[i])) continue;
-    num += (va[i] - vb[i]) * (va[i] - vb[i]);
-    den += vb[i] * vb[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using CudaAdaln = testing::CudaTest;
 
 // How one comparison runs on the GPU: each input's dtype there, the autocast dtype (if any) and
 // the output dtype expected.

@@ -8,38 +8,19 @@
 #include "optim/adamw.h"
 #include "optim/muon.h"
 #include "optim/sgd.h"
+#include "tests/gpu/gpu_testing.h"
 #include "tests/testing.h"
 
 namespace loom {
 namespace {
 
 using testing::allclose;
+using testing::kGpu;
+using testing::rel_error;
 using testing::uniform;
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
-const Device kGpu = Device::cuda(0);
-
-class Cuda : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (kernels::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  }
-};
-
-// Relative error ||a - b|| / ||b|| over all elements (both moved to f64 on the host).
-double rel_error(const Tensor& a, const Tensor& b) {
-  const auto va = a.to(Device::cpu()).to_vector<double>();
-  const auto vb = b.to(Device::cpu()).to_vector<double>();
-  EXPECT_EQ(va.size(), vb.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    if (std::isnan(va[i]) != std::isnan(vb[i])) return INFINITY;
-    if (std::isnan(vb[i])) continue;
-    num += (va[i] - vb[i]) * (va[i] - vb[i]);
-    den += vb[i] * vb[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using Cuda = testing::CudaTest;
 
 // Runs f on f64 CPU inputs (the reference) and on CUDA copies cast to `dtype`; compares the output
 // and every floating input's gradient of sum(f(x) * w) within `tol` relative error.
