@@ -192,7 +192,12 @@ Device device_from_recipe(const Recipe& r) {
   r.check(kernels::cuda::built_with_cuda(), "train.device",
           "is \"cuda\" but this loom was built without CUDA (configure with -DLOOM_CUDA=ON)");
   r.check(count > 0, "train.device", "is \"cuda\" but no CUDA device is visible");
-  return Device::cuda(parallel::local_rank() % count);
+  const int local = parallel::local_rank();
+  r.check(local < count, "train.device",
+          "is \"cuda\" but this node runs more ranks than it has GPUs (local rank " +
+              std::to_string(local) + ", " + std::to_string(count) +
+              " GPUs visible): start one rank per GPU");
+  return Device::cuda(local);
 }
 
 bool autocast_from_recipe(const Recipe& r, Device device) {

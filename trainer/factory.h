@@ -53,9 +53,10 @@ SamplerConfig sampler_config_from_recipe(const Recipe& recipe);
 // Sets the CPU thread count from train.threads (0 keeps the default).
 void apply_threads(const Recipe& recipe);
 
-// The device of train.device: the CPU, or CUDA device (local rank % device count) under mpirun, 0
-// otherwise. Also applies train.allow_tf32. Throws a recipe error naming train.device when CUDA
-// is asked for but this build has no CUDA or the machine no GPU.
+// The device of train.device: the CPU, or the CUDA device numbered by the rank's local rank under
+// mpirun (0 otherwise). Also applies train.allow_tf32. Throws a recipe error naming train.device
+// when CUDA is asked for but this build has no CUDA, the machine no GPU, or the node more ranks
+// than GPUs (two ranks on one GPU would only fail later, inside NCCL).
 Device device_from_recipe(const Recipe& recipe);
 // Whether the forward runs under bf16 autocast (train.precision = bf16 on a CUDA device).
 bool autocast_from_recipe(const Recipe& recipe, Device device);
