@@ -3,9 +3,10 @@
 # (F.linear with bias; dy @ W; dy^T @ x), timed the same way (3 warm-ups, median of --iters
 # synchronized calls). One JSON line per layer.
 #   python3 bench/gemm_peer.py [--width 768] [--tokens 65536] [--iters 20]
-import argparse, json, time
+import argparse, json
 import torch
 import torch.nn.functional as F
+from peer_timing import median_seconds
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--width", type=int, default=768); ap.add_argument("--tokens", type=int, default=65536)
@@ -13,11 +14,7 @@ ap.add_argument("--iters", type=int, default=20)
 a = ap.parse_args()
 
 def median_s(f):
-    for _ in range(3): f()
-    torch.cuda.synchronize(); ts = []
-    for _ in range(a.iters):
-        t0 = time.perf_counter(); f(); torch.cuda.synchronize(); ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
+    return median_seconds(a.iters, f)
 
 w_ = a.width
 for name, k, n in [("qkv", w_, 3 * w_), ("proj", w_, w_), ("fc1", w_, 4 * w_), ("fc2", 4 * w_, w_)]:

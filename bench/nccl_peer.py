@@ -4,9 +4,10 @@
 # this is the raw NCCL rate of the machine). Launched like bench_nccl, under mpirun (it reads Open
 # MPI's rank variables):
 #   mpirun -np 2 python3 bench/nccl_peer.py [--iters 20] [--sizes-mib 1,16,64,256,1024]
-import argparse, json, os, time
+import argparse, json, os
 import torch
 import torch.distributed as dist
+from peer_timing import median_seconds
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--iters", type=int, default=20)
@@ -19,11 +20,7 @@ torch.cuda.set_device(local % torch.cuda.device_count())
 dist.init_process_group("nccl", rank=rank, world_size=n)
 
 def median_s(f):
-    for _ in range(3): f()
-    torch.cuda.synchronize(); ts = []
-    for _ in range(a.iters):
-        t0 = time.perf_counter(); f(); torch.cuda.synchronize(); ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
+    return median_seconds(a.iters, f)
 
 for mib in map(int, a.sizes_mib.split(",")):
     numel = mib * (1 << 20) // 4 // n * n; nbytes = numel * 4
