@@ -5,7 +5,11 @@
 // collectives, so that a failure on one rank cannot leave the others waiting.
 #include <cstdio>
 #include <memory>
+#include <string>
 
+#include "core/safetensors.h"
+#include "models/nn/sharded_state.h"
+#include "optim/optimizer.h"
 #include "parallel/communicator.h"
 #include "testing.h"
 
@@ -30,6 +34,29 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
  private:
   int rank_;
 };
+
+// What the single-rank vs parallel comparisons share.
+// One optimizer step on each side, then both sides' gradients cleared.
+inline void step_both(optim::Optimizer& single, optim::Optimizer& parallel) {
+  single.step();
+  parallel.step();
+  single.zero_grad();
+  parallel.zero_grad();
+}
+// Every tensor of `parallel`, gathered whole (collective over its shard groups), against the
+// tensor of the same name in `expected`.
+inline void expect_whole_state(const nn::Module& parallel, const nn::StateDict& expected,
+                               double rtol, double atol) {
+  for (const auto& [name, t] : nn::gather_state_dict(parallel))
+    EXPECT_TRUE(allclose(t, expected.at(name), rtol, atol)) << name;
+}
+// `state` written to the safetensors file `path` and read back, as a checkpoint would travel.
+inline nn::StateDict through_file(const nn::StateDict& state, const std::string& path) {
+  save_safetensors(path, {state.begin(), state.end()});
+  nn::StateDict back;
+  for (auto& [name, t] : load_safetensors(path).tensors) back.insert(name, t);
+  return back;
+}
 
 inline int run_mpi_tests(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);

@@ -268,14 +268,10 @@ TEST(TensorParallelDiT, TrainingLossesMatchTheSingleRankModel) {
           p.grid->dp()->all_reduce(mean_loss, parallel::ReduceOp::avg);
           EXPECT_NEAR(mean_loss.item(), single_loss.item(), 2e-5 * std::abs(single_loss.item()))
               << "step " << step;
-          single_opt->step();
-          parallel_opt->step();
-          single_opt->zero_grad();
-          parallel_opt->zero_grad();
+          testing::step_both(*single_opt, *parallel_opt);
         }
         if (adamw) continue;  // Adam's sign-like first steps amplify rounding in tiny gradients
-        for (const auto& [name, t] : nn::gather_state_dict(*p.parallel))
-          EXPECT_TRUE(allclose(t, p.single->state_dict().at(name), 1e-5, 1e-4)) << name;
+        testing::expect_whole_state(*p.parallel, p.single->state_dict(), 1e-5, 1e-4);
       }
 }
 
@@ -288,10 +284,7 @@ TEST(TensorParallelDiT, WholeCheckpointsMoveBetweenTpSizes) {
     randomize_both(p, 13);
     const Batch b = rows_of(global_batch(p.single->config(), p.dp_size(), 0, DType::f32), 0);
     // Saved by the parallel model, resumed by a fresh single-rank one.
-    const nn::StateDict saved = nn::gather_state_dict(*p.parallel);
-    save_safetensors(path, {saved.begin(), saved.end()});
-    nn::StateDict loaded;
-    for (auto& [name, t] : load_safetensors(path).tensors) loaded.insert(name, t);
+    const nn::StateDict loaded = testing::through_file(nn::gather_state_dict(*p.parallel), path);
     Generator other(99, 1);
     dit::DiT resumed(small_dit(false), other);
     resumed.load_state_dict(loaded);
@@ -303,12 +296,9 @@ TEST(TensorParallelDiT, WholeCheckpointsMoveBetweenTpSizes) {
       for (const auto& [name, t] : resumed.named_parameters()) copy_into(t, t * 0.5 + 0.01);
     }
     const nn::StateDict changed = resumed.state_dict();
-    save_safetensors(path, {changed.begin(), changed.end()});
-    nn::StateDict back;
-    for (auto& [name, t] : load_safetensors(path).tensors) back.insert(name, t);
+    const nn::StateDict back = testing::through_file(changed, path);
     nn::load_sharded_state_dict(*p.parallel, back);
-    for (const auto& [name, t] : nn::gather_state_dict(*p.parallel))
-      EXPECT_TRUE(allclose(t, back.at(name), 0, 0)) << name;
+    testing::expect_whole_state(*p.parallel, back, 0, 0);
     EXPECT_TRUE(allclose(p.parallel->forward(b.x, b.t, b.y).out, resumed.forward(b.x, b.t, b.y).out,
                          1e-5, 1e-5));
   }

@@ -153,13 +153,9 @@ TEST(DiTExpertParallel, TrainingLossesMatchTheSingleRankModel) {
       p.grid->dp()->all_reduce(mean_loss, parallel::ReduceOp::avg);
       EXPECT_NEAR(mean_loss.item(), reference.item(), 2e-5 * std::abs(reference.item()))
           << "step " << step;
-      single_opt.step();
-      parallel_opt.step();
-      single_opt.zero_grad();
-      parallel_opt.zero_grad();
+      testing::step_both(single_opt, parallel_opt);
     }
-    for (const auto& [name, t] : nn::gather_state_dict(*p.parallel))
-      EXPECT_TRUE(allclose(t, p.single->state_dict().at(name), 1e-5, 1e-4)) << name;
+    testing::expect_whole_state(*p.parallel, p.single->state_dict(), 1e-5, 1e-4);
   }
 }
 

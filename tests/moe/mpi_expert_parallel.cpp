@@ -280,13 +280,9 @@ TEST(ExpertParallel, TrainingLossesMatchTheSingleRankLayer) {
         p.grid->dp()->all_reduce(mean_loss, parallel::ReduceOp::avg);
         EXPECT_NEAR(mean_loss.item(), single_loss.item(), 2e-5 * std::abs(single_loss.item()))
             << "step " << step;
-        single_opt.step();
-        parallel_opt.step();
-        single_opt.zero_grad();
-        parallel_opt.zero_grad();
+        testing::step_both(single_opt, parallel_opt);
       }
-      for (const auto& [name, t] : nn::gather_state_dict(*p.parallel))
-        EXPECT_TRUE(allclose(t, p.single->state_dict().at(name), 1e-5, 1e-4)) << name;
+      testing::expect_whole_state(*p.parallel, p.single->state_dict(), 1e-5, 1e-4);
     }
 }
 
@@ -301,9 +297,7 @@ TEST(ExpertParallel, WholeCheckpointsMoveBetweenEpSizes) {
     // Saved at ep, resumed by a fresh single-rank layer (ep = 1).
     const nn::StateDict saved = nn::gather_state_dict(*p.parallel);
     EXPECT_EQ(saved.at("experts.w_down").shape(), (Shape{8, 8, 12}));
-    save_safetensors(path, {saved.begin(), saved.end()});
-    nn::StateDict loaded;
-    for (auto& [name, t] : load_safetensors(path).tensors) loaded.insert(name, t);
+    const nn::StateDict loaded = testing::through_file(saved, path);
     Generator other(99, 1);
     moe::MoELayer resumed(cfg, other);
     resumed.load_state_dict(loaded);
@@ -314,12 +308,9 @@ TEST(ExpertParallel, WholeCheckpointsMoveBetweenEpSizes) {
       for (const auto& [name, t] : resumed.named_parameters()) copy_into(t, t * 0.5 + 0.01);
     }
     const nn::StateDict changed = resumed.state_dict();
-    save_safetensors(path, {changed.begin(), changed.end()});
-    nn::StateDict back;
-    for (auto& [name, t] : load_safetensors(path).tensors) back.insert(name, t);
+    const nn::StateDict back = testing::through_file(changed, path);
     nn::load_sharded_state_dict(*p.parallel, back);
-    for (const auto& [name, t] : nn::gather_state_dict(*p.parallel))
-      EXPECT_TRUE(allclose(t, back.at(name), 0, 0)) << name;
+    testing::expect_whole_state(*p.parallel, back, 0, 0);
     EXPECT_TRUE(allclose(p.parallel->forward(x).y, resumed.forward(x).y, 1e-6, 1e-6));
   }
   std::remove(path.c_str());
