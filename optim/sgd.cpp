@@ -48,54 +48,27 @@ void Sgd::load_state(const std::vector<ParamState>& state) {
   }
 }
 
+// Through ops, so one formula serves every device: float arithmetic in PyTorch's order.
 void Sgd::step() {
   NoGradGuard no_grad;
-  const float lr = float(lr_), wd = float(config_.weight_decay);
-  const float mom = float(config_.momentum), damp = float(1 - config_.dampening);
+  const double lr = lr_, wd = config_.weight_decay, mom = config_.momentum;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor g = grad_of(i);
     if (!g.defined()) continue;
     Tensor& p = params_[i];
-    if (p.device().is_cuda()) {
-      step_on_device(i, g);
+    const Tensor d = wd == 0 ? g : g + p * wd;
+    if (mom == 0) {
+      copy_into(p, p - d * lr);
       continue;
     }
-    float* pd = p.data<float>();
-    const float* gd = g.data<float>();
-    const int64_t n = p.numel();
-    if (config_.momentum == 0) {
-      for (int64_t k = 0; k < n; ++k) pd[k] -= lr * (gd[k] + wd * pd[k]);
-      continue;
+    if (!buffers_[i].defined()) {
+      buffers_[i] = d.clone();  // PyTorch seeds the buffer with the first gradient itself
+    } else {
+      copy_into(buffers_[i], buffers_[i] * mom + d * (1 - config_.dampening));
     }
-    // PyTorch seeds the buffer with the first gradient itself (no dampening on that step).
-    const bool first = !buffers_[i].defined();
-    if (first) buffers_[i] = empty(p.shape());
-    float* b = buffers_[i].data<float>();
-    for (int64_t k = 0; k < n; ++k) {
-      const float gk = gd[k] + wd * pd[k];
-      b[k] = first ? gk : mom * b[k] + damp * gk;
-      pd[k] -= lr * (config_.nesterov ? gk + mom * b[k] : b[k]);
-    }
+    const Tensor& b = buffers_[i];
+    copy_into(p, p - (config_.nesterov ? d + b * mom : b) * lr);
   }
-}
-
-// The same update through ops (device tensors; float arithmetic in the same order as the host
-// loop above, so both round alike).
-void Sgd::step_on_device(size_t i, const Tensor& g) {
-  Tensor& p = params_[i];
-  const double lr = lr_, wd = config_.weight_decay, mom = config_.momentum;
-  const Tensor d = wd == 0 ? g : g + p * wd;
-  if (mom == 0) {
-    copy_into(p, p - d * lr);
-    return;
-  }
-  if (!buffers_[i].defined()) {
-    buffers_[i] = d.clone();  // PyTorch seeds the buffer with the first gradient itself
-  } else {
-    copy_into(buffers_[i], buffers_[i] * mom + d * (1 - config_.dampening));
-  }
-  const Tensor& b = buffers_[i];
-  copy_into(p, p - (config_.nesterov ? d + b * mom : b) * lr);
 }
 
 }  // namespace loom::optim

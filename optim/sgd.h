@@ -10,7 +10,7 @@
 //
 // With momentum 0 no buffer is kept and the update is p -= lr * g. Nesterov needs momentum > 0
 // and dampening 0 (as in PyTorch). The momentum buffer is f32 and exposed for checkpoints.
-// Parameters on CUDA are updated through ops with the same arithmetic.
+// The update runs through ops, on the parameters' device.
 #include <vector>
 
 #include "optim/optimizer.h"
@@ -46,8 +46,6 @@ class Sgd final : public Optimizer {
   void set_momentum_buffer(size_t i, const Tensor& buffer);
 
  private:
-  void step_on_device(size_t i, const Tensor& g);
-
   SgdConfig config_;
   std::vector<Tensor> buffers_;
 };
