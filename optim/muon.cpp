@@ -149,40 +149,25 @@ void Muon::load_state(const std::vector<ParamState>& state) {
   }
 }
 
+// Through ops, so one formula serves every device: the lerp forms of the reference (torch
+// lerp_), m += (1 - beta)(g - m), u = g + beta (m - g); then the whole parameter is decayed by
+// (1 - lr wd) before the orthogonalized update is added, so the update itself is not decayed.
 void Muon::step() {
   NoGradGuard no_grad;
-  const float beta = float(config_.momentum);
-  const float one_beta = float(1 - config_.momentum);
-  const float decay = float(1 - lr_ * config_.weight_decay);
+  const double beta = float(config_.momentum), one_beta = float(1 - config_.momentum);
+  const double decay = float(1 - lr_ * config_.weight_decay);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor g = grad_of(i);
     if (!g.defined()) continue;
     Tensor& p = params_[i];
     if (!buffers_[i].defined()) buffers_[i] = zeros(p.shape(), DType::f32, p.device());
-    if (p.device().is_cuda()) {
-      step_on_device(i, g, beta, one_beta, decay);
-      continue;
-    }
-    const int64_t n = p.numel();
-    float* m = buffers_[i].data<float>();
-    const float* gd = g.data<float>();
-    // lerp forms, as the reference (torch lerp_): m += (1 - beta)(g - m), u = g + beta (m - g).
-    Tensor u = empty(p.shape());
-    float* ud = u.data<float>();
-    for (int64_t k = 0; k < n; ++k) {
-      m[k] += one_beta * (gd[k] - m[k]);
-      ud[k] = config_.nesterov ? gd[k] + beta * (m[k] - gd[k]) : m[k];
-    }
-
-    // Decay the whole parameter first: the reference multiplies p by (1 - lr wd) and then adds
-    // the orthogonalized update, so the update itself is not decayed.
-    float* pd = p.data<float>();
-    for (int64_t k = 0; k < n; ++k) pd[k] *= decay;
-
+    const Tensor& m = buffers_[i];
+    copy_into(m, m + (g - m) * one_beta);
+    const Tensor u = config_.nesterov ? g + (m - g) * beta : m;  // m is read-only below
+    copy_into(p, p * decay);
     float step = 0;
     const Tensor o = orthogonalized(i, u, &step);
-    const float* od = o.data<float>();
-    for (int64_t k = 0; k < n; ++k) pd[k] -= step * od[k];
+    copy_into(p, p - o * double(step));
   }
 }
 
@@ -198,18 +183,6 @@ Tensor Muon::orthogonalized(size_t i, const Tensor& u, float* step) const {
   if (split) o = split->slice(o.view(whole.shape()));
   *step = float(lr_ * muon_scale_factor(config_.scale, L.rows, L.cols));
   return o.contiguous().view(u.shape());
-}
-
-// The host loop's arithmetic through device ops (lerp forms, decay, then the update).
-void Muon::step_on_device(size_t i, const Tensor& g, float beta, float one_beta, float decay) {
-  Tensor& p = params_[i];
-  const Tensor& m = buffers_[i];
-  copy_into(m, m + (g - m) * double(one_beta));
-  const Tensor u = config_.nesterov ? g + (m - g) * double(beta) : m;  // m is read-only below
-  copy_into(p, p * double(decay));
-  float step = 0;
-  const Tensor o = orthogonalized(i, u, &step);
-  copy_into(p, p - o * double(step));
 }
 
 const MuonSplit* Muon::split_of(size_t i) const {

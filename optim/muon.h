@@ -117,8 +117,6 @@ class Muon final : public Optimizer {
   // NS5 of u per matrix (gathered and sliced back for a split parameter), f32 shaped like u, and
   // the step size lr * scale through *step.
   Tensor orthogonalized(size_t i, const Tensor& u, float* step) const;
-  // step() for a CUDA parameter, through device ops.
-  void step_on_device(size_t i, const Tensor& g, float beta, float one_beta, float decay);
 
   MuonConfig config_;
   std::vector<Tensor> buffers_;
