@@ -14,6 +14,7 @@
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/pack.cuh"
 #include "kernels/cuda/runtime.h"
 
 namespace loom::kernels::cuda {
@@ -34,26 +35,6 @@ constexpr int64_t kSumBlocks = 4096;
 // A thread's elements of one row: [packs][elements per pack], in the compute type.
 template <class C, int V>
 using Regs = C[kRowElems / V][V];
-
-template <class T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <int V, class C, class T>
-__device__ __forceinline__ void load_pack(const T* row, int64_t p, C (&out)[V]) {
-  const Pack<T, V> q = reinterpret_cast<const Pack<T, V>*>(row)[p];
-#pragma unroll
-  for (int j = 0; j < V; ++j) out[j] = to_compute<C>(q.v[j]);
-}
-
-template <int V, class T, class C>
-__device__ __forceinline__ void store_pack(T* row, int64_t p, const C (&in)[V]) {
-  Pack<T, V> q;
-#pragma unroll
-  for (int j = 0; j < V; ++j) q.v[j] = from_compute<T>(in[j]);
-  reinterpret_cast<Pack<T, V>*>(row)[p] = q;
-}
 
 // The block's work: batch item b, tokens [t0, t1), and the packs of a row this thread owns.
 template <int V>

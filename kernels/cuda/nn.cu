@@ -17,6 +17,7 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/pack.cuh"
 
 namespace loom::kernels::cuda {
 
@@ -25,20 +26,6 @@ namespace {
 constexpr int64_t kWarpRowMax = 1024;  // longest row one warp handles
 constexpr int kBlockThreads = 512;     // threads per row above that
 constexpr int kWarpRowsPerBlock = 4;
-
-template <class T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <int V, class T>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* row, int64_t i) {
-  return reinterpret_cast<const Pack<T, V>*>(row)[i];
-}
-template <int V, class T>
-__device__ __forceinline__ void store_pack(T* row, int64_t i, const Pack<T, V>& p) {
-  reinterpret_cast<Pack<T, V>*>(row)[i] = p;
-}
 
 struct Sum {
   template <class C>
