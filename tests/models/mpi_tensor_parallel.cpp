@@ -22,6 +22,7 @@
 #include "models/nn/parallel_linear.h"
 #include "models/nn/sharded_state.h"
 #include "mpi_harness.h"
+#include "small_dit.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/sgd.h"
@@ -30,6 +31,7 @@
 
 namespace loom {
 using testing::allclose;
+using testing::small_dit;
 
 namespace {
 
@@ -50,22 +52,6 @@ std::vector<Layout> layouts() {
         {"tp4+seqpar", {.tp = 4}, true},          {"sp4", {.sp = 4}, false}};
   ADD_FAILURE() << "run with 2 or 4 ranks, got " << world;
   return {};
-}
-
-dit::DiTConfig small_dit(bool moe) {
-  dit::DiTConfig c{.input_size = 8,
-                   .patch_size = 2,
-                   .in_channels = 4,
-                   .hidden_size = 32,
-                   .depth = 2,
-                   .num_heads = 4,
-                   .num_classes = 10};
-  if (moe) {
-    c.num_experts = 4;
-    c.top_k = 2;
-    c.num_shared_experts = 2;
-  }
-  return c;
 }
 
 constexpr int64_t kRowsPerReplica = 2;

@@ -10,10 +10,12 @@
 #include "models/nn/sharded_state.h"
 #include "optim/grad_clip.h"
 #include "parallel/sp_collectives.h"
+#include "small_dit.h"
 #include "testing.h"
 
 namespace loom::nn {
 using testing::allclose;
+using testing::small_dit;
 
 namespace {
 
@@ -49,21 +51,6 @@ Tensor iota(const Shape& shape) {
 
 ShardSpec spec(int64_t dim, int64_t blocks, int rank, int size) {
   return ShardSpec{.dim = dim, .blocks = blocks, .rank = rank, .size = size};
-}
-
-dit::DiTConfig small_dit(bool moe) {
-  dit::DiTConfig c{.input_size = 8,
-                   .patch_size = 2,
-                   .in_channels = 4,
-                   .hidden_size = 32,
-                   .depth = 2,
-                   .num_heads = 4,
-                   .num_classes = 10};
-  if (moe) {
-    c.num_experts = 4;
-    c.num_shared_experts = 2;
-  }
-  return c;
 }
 
 void randomize(Module& m, uint64_t seed) {

@@ -12,6 +12,7 @@
 #include "models/dit/dit.h"
 #include "models/moe/expert_parameters.h"
 #include "mpi_harness.h"
+#include "small_dit.h"
 #include "models/nn/sharded_state.h"
 #include "optim/grad_clip.h"
 #include "optim/sgd.h"
@@ -20,6 +21,7 @@
 
 namespace loom {
 using testing::allclose;
+using testing::small_dit;
 
 namespace {
 
@@ -39,19 +41,6 @@ std::vector<Layout> layouts() {
   return {};
 }
 
-dit::DiTConfig small_dit_moe() {
-  return {.input_size = 8,
-          .patch_size = 2,
-          .in_channels = 4,
-          .hidden_size = 32,
-          .depth = 2,
-          .num_heads = 4,
-          .num_classes = 10,
-          .num_experts = 4,
-          .top_k = 2,
-          .num_shared_experts = 2};
-}
-
 struct Pair {
   std::unique_ptr<parallel::ParallelGrid> grid;
   std::shared_ptr<dit::DiT> single, parallel;
@@ -69,8 +58,8 @@ Pair build_pair(const Layout& layout) {
   Pair p{.grid = std::make_unique<parallel::ParallelGrid>(testing::mpi_world(), layout.dims)};
   const nn::ModelParallel mp = nn::ModelParallel::from_grid(*p.grid, false);
   Generator a(7, 1), b(7, 1);
-  p.single = std::make_shared<dit::DiT>(small_dit_moe(), a);
-  p.parallel = std::make_shared<dit::DiT>(small_dit_moe(), b, &mp);
+  p.single = std::make_shared<dit::DiT>(small_dit(true), a);
+  p.parallel = std::make_shared<dit::DiT>(small_dit(true), b, &mp);
   randomize(*p.single, 11);
   nn::load_sharded_state_dict(*p.parallel, p.single->state_dict());
   return p;
