@@ -1,6 +1,7 @@
 // Every recipe in recipes/ resolves into a model the trainer can build, with the parameter counts
 // of ALGORITHMS.md §1.8 / §2.4 for the named ImageNet-latent configs (counted, not allocated).
 #include <cstdlib>
+#include <filesystem>
 
 #include "models/dit/dit.h"
 #include "testing.h"
@@ -9,11 +10,25 @@
 namespace loom::trainer {
 
 namespace {
-Recipe load(const std::string& name) {
+std::string recipes_dir() {
   const char* root = std::getenv("LOOM_SOURCE_DIR");
-  return Recipe::load(std::string(root ? root : ".") + "/recipes/" + name);
+  return std::string(root ? root : ".") + "/recipes/";
+}
+Recipe load(const std::string& name) {
+  return Recipe::load(recipes_dir() + name);
 }
 }  // namespace
+
+// Each file in recipes/, including any added later, parses against the schema.
+TEST(RecipesBuild, EveryRecipeFileLoads) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(recipes_dir())) {
+    if (entry.path().extension() != ".toml") continue;
+    EXPECT_NO_THROW((void)Recipe::load(entry.path().string())) << entry.path();
+    ++count;
+  }
+  EXPECT_GE(count, 9);
+}
 
 TEST(RecipesBuild, NamedConfigsHaveThePaperParameterCounts) {
   EXPECT_EQ(dit::count_parameters(dit_config_from_recipe(load("dit_b2.toml"))), 130315808);
