@@ -123,6 +123,18 @@ TEST(ParallelPlan, ExpertParallelismIsAcceptedWithoutShardedState) {
        "set optim.shard_state = false or parallel.ep = 1"});
 }
 
+TEST(ParallelPlan, ShardedStateOnGpusIsRefused) {
+  EXPECT_TRUE(parallel_plan_from_recipe(recipe({"parallel.dp=2", "optim.shard_state=true"}), 2,
+                                        kDit)
+                  .shard_optimizer_state);
+  testing::expect_error(
+      [] {
+        parallel_plan_from_recipe(
+            recipe({"parallel.dp=2", "optim.shard_state=true", "train.device=cuda"}), 2, kDit);
+      },
+      {"optim.shard_state: ", "not supported with train.device = \"cuda\"", "set it to false"});
+}
+
 TEST(ParallelPlan, SplittingTheClassifierIsRefused) {
   testing::expect_error([] { parallel_plan_from_recipe(recipe({"parallel.tp=2"}), 2, {}); },
                         {"parallel.tp: ", "no attention heads or tokens to split"});
