@@ -76,8 +76,8 @@ void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int
 // likewise B. Batch strides are in elements (0 broadcasts). A, B, C share `dtype` (f32, f64,
 // bf16, f16); accumulation in f32 (f64 for f64). allow_tf32 lets f32 use TF32 tensor cores.
 // bias (optional, [n] in C's dtype, not with f64) is added to every row of C in the GEMM's
-// epilogue. The algorithm is cuBLASLt's first heuristic choice (timing its first eight on the
-// DiT-B/2 shapes gained under 1%, bench_gemm, 2026-11-29).
+// epilogue. The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first
+// eight moved a DiT-B/2 step by 0.6%, 2026-11-29, docs/PERFORMANCE.md).
 struct Gemm {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
