@@ -6,12 +6,13 @@
 #include "core/loom.h"
 #include "kernels/cuda/runtime.h"
 #include "parallel/nccl_communicator.h"
+#include "tests/gpu/gpu_testing.h"
 #include "tests/testing.h"
 
 namespace loom::parallel {
 namespace {
 
-const Device kGpu = Device::cuda(0);
+using testing::kGpu;
 
 class Nccl : public ::testing::Test {
  protected:
