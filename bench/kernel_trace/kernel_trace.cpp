@@ -2,9 +2,10 @@
 // added (unlike LOOM_PROFILE_OPS). Preload it:
 //   LD_PRELOAD=build-gpu/bench/kernel_trace/libloom_kernel_trace.so build-gpu/bench/bench_dit_train ...
 // CUPTI's activity API records every kernel, memcpy and memset the process runs; at exit the
-// records are summed per (demangled, shortened) name and printed to stderr as a table sorted by
-// total device time. LOOM_KERNEL_TRACE_ROWS sets how many rows (default 40). The time covers the
-// whole process (warm-up included); divide by the step count for a per-step figure.
+// records are summed per (demangled, shortened) name, copies per direction and size, and printed
+// to stderr as a table sorted by total device time. LOOM_KERNEL_TRACE_ROWS sets how many rows
+// (default 40). The time covers the whole process (warm-up included); divide by the step count
+// for a per-step figure.
 #include <cupti.h>
 #include <cxxabi.h>
 
@@ -32,14 +33,17 @@ std::map<std::string, Totals>& totals() {
 
 constexpr size_t kBufferBytes = size_t(8) << 20;
 
-// Demangled kernel name without its argument list, at most 90 characters.
+// Demangled kernel name without its argument list and anonymous namespaces, at most 130
+// characters.
 std::string short_name(const char* mangled) {
   int status = 0;
   char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   std::string s = status == 0 && d ? d : mangled;
   std::free(d);
+  const std::string anon = "(anonymous namespace)::";
+  for (size_t at; (at = s.find(anon)) != std::string::npos;) s.erase(at, anon.size());
   if (const size_t paren = s.find('('); paren != std::string::npos && paren > 0) s.resize(paren);
-  if (s.size() > 90) s = s.substr(0, 87) + "...";
+  if (s.size() > 130) s = s.substr(0, 127) + "...";
   return s;
 }
 
@@ -65,7 +69,10 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
       }
       case CUPTI_ACTIVITY_KIND_MEMCPY: {
         const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(record);
-        name = "[memcpy kind " + std::to_string(m->copyKind) + "]";
+        static const char* const kinds[] = {"?", "HtoD", "DtoH", "HtoA", "AtoH", "AtoA",
+                                            "AtoD", "DtoA", "DtoD", "HtoH", "PtoP"};
+        name = std::string("[memcpy ") + (m->copyKind < 11 ? kinds[m->copyKind] : "?") + " " +
+               std::to_string(m->bytes) + " B]";
         ns = double(m->end - m->start);
         break;
       }

@@ -142,7 +142,8 @@ class MatmulOp final : public Op {
 };
 
 // x [M, K] times weight [N, K] transposed plus bias [N], the bias added in the GEMM's epilogue
-// (CUDA only: one cuBLASLt call instead of a GEMM and a broadcast add over the whole output).
+// (CUDA only: one cuBLASLt call instead of a GEMM and a broadcast add over the whole output); in
+// backward, for 16-bit operands, the bias gradient comes from the weight-gradient GEMM's epilogue.
 class LinearBiasOp final : public Op {
  public:
   const char* name() const override { return "linear_bias"; }
@@ -158,10 +159,34 @@ class LinearBiasOp final : public Op {
     return {out};
   }
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
-    const Tensor &x = ctx.inputs[0], &w = ctx.inputs[1];
-    return {ctx.needs_grad[0] ? matmul(g[0], w) : Tensor(),
-            ctx.needs_grad[1] ? matmul(g[0].t(), x) : Tensor(),
-            ctx.needs_grad[2] ? sum(g[0], {0}) : Tensor()};
+    const Tensor &x = ctx.inputs[0], &w = ctx.inputs[1], &dy = g[0];
+    const Tensor dx = ctx.needs_grad[0] ? matmul(dy, w) : Tensor();
+    if (ctx.needs_grad[1] && ctx.needs_grad[2] && bias_grad_in_epilogue(dy, x)) {
+      auto [dw, db] = weight_and_bias_grad(dy, x);
+      return {dx, dw, db};
+    }
+    return {dx, ctx.needs_grad[1] ? matmul(dy.t(), x) : Tensor(),
+            ctx.needs_grad[2] ? sum(dy, {0}) : Tensor()};
+  }
+
+ private:
+  // The weight-gradient GEMM also yields the bias gradient (its epilogue sums dy's rows) for
+  // 16-bit operands whose widths keep every row on a 16-byte boundary.
+  static bool bias_grad_in_epilogue(const Tensor& dy, const Tensor& x) {
+    const DType t = dy.dtype();
+    return (t == DType::bf16 || t == DType::f16) && x.dtype() == t && dy.size(1) % 8 == 0 &&
+           x.size(1) % 8 == 0;
+  }
+  // dW = dyᵀ x [N, K] and db = Σ_rows dy [N] from one GEMM.
+  static std::pair<Tensor, Tensor> weight_and_bias_grad(const Tensor& dy, const Tensor& x) {
+    const int64_t rows = x.size(0), k = x.size(1), n = dy.size(1);
+    const GemmOperand ga = as_gemm_operand(dy.t()), gb = as_gemm_operand(x);
+    Tensor dw = empty({n, k}, x.dtype(), x.device()), db = empty({n}, x.dtype(), x.device());
+    kernels::cuda::Gemm gemm = cuda_gemm_of(ga, gb, n, k, rows);
+    gemm.a_row_sums = db.raw_data();
+    kernels::cuda::gemm(gemm, ga.t.raw_data(), gb.t.raw_data(), dw.raw_data(), dw.dtype(),
+                        g_allow_tf32);
+    return {dw, db};
   }
 };
 

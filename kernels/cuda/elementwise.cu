@@ -1,19 +1,23 @@
 // CUDA elementwise kernels of kernels.h: unary, binary, where, clamp, copy, fill.
 //
 // Launch shape: one thread per element in a grid-stride loop, 256 threads per block. Unary and
-// clamp run over contiguous data of one dtype (core makes inputs contiguous). Binary, where and
-// copy first collapse the iteration space to the fewest dims (strided.cuh), so a contiguous or
-// row-broadcast operand costs one or two index divisions per element. Binary then takes a typed
-// kernel when every tensor operand has one storage type (host scalars adapt), and otherwise a
-// general one that loads each operand by its runtime dtype (mixed dtypes). The compute type is
+// clamp run over contiguous data of one dtype (core makes inputs contiguous); unary takes the
+// vectorized map of vectorized.cuh. Binary, where and copy first collapse the iteration space to
+// the fewest dims (strided.cuh), so a contiguous or row-broadcast operand costs one or two index
+// divisions per element. Binary then takes a typed kernel when every tensor operand has one
+// storage type (host scalars adapt) — the vectorized map when every operand is contiguous — and
+// otherwise a general one that loads each operand by its runtime dtype (mixed dtypes). Copy of
+// contiguous data is a device memcpy (same dtype) or a vectorized conversion (floating dtypes). The compute type is
 // double when any operand is f64 or an integer or bool (exact below 2^53), float otherwise
 // (bf16/f16 are loaded as float).
 
+#include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/grid.cuh"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/strided.cuh"
+#include "kernels/cuda/vectorized.cuh"
 
 namespace loom::kernels::cuda {
 
@@ -22,10 +26,38 @@ namespace {
 constexpr int kThreads = 256;
 
 
-template <class T, class F>
-__global__ void unary_kernel(const T* x, T* y, int64_t n) {
-  using C = typename Compute<T>::type;
-  for (int64_t i = grid_index(); i < n; i += grid_step()) { y[i] = from_compute<T>(C(F::f(to_compute<C>(x[i])))); }
+// Scalar functions of kernels/scalar_fns.h as functors over the compute type, for vectorized.cuh.
+template <class F>
+struct Apply1 {
+  template <class C>
+  __device__ C operator()(C x) const {
+    return C(F::f(x));
+  }
+};
+template <class F>
+struct Apply2 {
+  template <class C>
+  __device__ C operator()(C x, C y) const {
+    return C(F::f(x, y));
+  }
+};
+struct Identity {
+  template <class C>
+  __device__ C operator()(C x) const {
+    return x;
+  }
+};
+
+// Whether every tensor operand of a collapsed iteration space steps through memory with stride 1.
+bool all_contiguous(const IterShape& shape, std::initializer_list<const Operand*> ops) {
+  if (shape.ndim > 1) return false;
+  for (const Operand* o : ops)
+    if (shape.ndim == 1 && o->data && o->strides[0] != 1) return false;
+  return true;
+}
+
+bool is_float16_or_32(DType t) {
+  return t == DType::f32 || t == DType::bf16 || t == DType::f16;
 }
 
 template <class T>
@@ -145,8 +177,8 @@ void unary(const void* x, void* y, DType dtype, int64_t n) {
   if (n == 0) return;
   dispatch_arith(dtype, "unary", [&](auto tag) {
     using T = decltype(tag);
-    unary_kernel<T, F><<<blocks_for(n, kThreads), kThreads, 0, compute_stream()>>>(
-        static_cast<const T*>(x), static_cast<T*>(y), n);
+    map1<typename Compute<T>::type>(static_cast<const T*>(x), static_cast<T*>(y), n, Apply1<F>{},
+                                    compute_stream());
   });
   check_launch("unary");
 }
@@ -169,8 +201,14 @@ void binary(const IterShape& shape_in, const Operand& a_in, const Operand& b_in,
     dispatch_arith(t, "binary", [&](auto tag) {
       using T = decltype(tag);
       using C = typename Compute<T>::type;
+      const bool contiguous = all_contiguous(shape, {&a, &b, &out});
       auto launch = [&](auto out_tag) {
         using O = decltype(out_tag);
+        if (contiguous) {
+          map2<C>(static_cast<const T*>(a.data), static_cast<const T*>(b.data), C(a.scalar),
+                  C(b.scalar), static_cast<O*>(out.data), n, Apply2<F>{}, compute_stream());
+          return;
+        }
         binary_typed_kernel<T, O, F><<<blocks_for(n, kThreads), kThreads, 0, compute_stream()>>>(
             p, static_cast<const T*>(a.data), static_cast<const T*>(b.data),
             static_cast<O*>(out.data), C(a.scalar), C(b.scalar), n);
@@ -227,7 +265,18 @@ void copy(const IterShape& shape, const Operand& src, const Operand& dst) {
   collapse_dims(cs, all, 2);
   const StridePack<2> p = pack_strides(cs, {&c2[0], &c2[1]});
   const unsigned blocks = blocks_for(n, kThreads);
-  if (src.dtype == dst.dtype) {
+  const bool contiguous = all_contiguous(cs, {&c2[0], &c2[1]});
+  if (contiguous && src.dtype == dst.dtype) {
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, size_t(n) * dtype_bytes(src.dtype),
+                                    cudaMemcpyDeviceToDevice, compute_stream()));
+  } else if (contiguous && is_float16_or_32(src.dtype) && is_float16_or_32(dst.dtype)) {
+    dispatch_float(src.dtype, "copy", [&](auto in_tag) {
+      dispatch_float(dst.dtype, "copy", [&](auto out_tag) {
+        map1<float>(static_cast<const decltype(in_tag)*>(src.data),
+                    static_cast<decltype(out_tag)*>(dst.data), n, Identity{}, compute_stream());
+      });
+    });
+  } else if (src.dtype == dst.dtype) {
     switch (dtype_bytes(src.dtype)) {
       case 1:
         copy_raw_kernel<uint8_t><<<blocks, kThreads, 0, compute_stream()>>>(

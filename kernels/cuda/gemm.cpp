@@ -6,10 +6,10 @@
 // second is A (columns m), and the transposes carry over unchanged.
 //
 // Plans: the matmul descriptor, the three layouts and the chosen algorithm are cached per
-// (shape, strides, dtype, TF32, operand alignment, bias epilogue), so a training step's repeated
-// GEMMs skip the heuristic query. The bias pointer is set on the cached descriptor at each call
-// (calls are serialized on the compute stream). One 32 MiB workspace per device serves every
-// call (all run on the compute stream, so they never overlap).
+// (shape, strides, dtype, TF32, operand alignment, epilogue), so a training step's repeated
+// GEMMs skip the heuristic query. The bias (or bias-gradient) pointer is set on the cached
+// descriptor at each call (calls are serialized on the compute stream). One 32 MiB workspace per
+// device serves every call (all run on the compute stream, so they never overlap).
 
 #include <cublasLt.h>
 
@@ -47,7 +47,12 @@ int alignment_of(const void* p) {
 }
 
 using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, bool>;
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
+
+// 0: none, 1: bias, 2: our A's row sums (the plan key's last field).
+int epilogue_kind(const Gemm& g) {
+  return g.bias ? 1 : g.a_row_sums ? 2 : 0;
+}
 
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -128,8 +133,9 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dt
   lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b,
                                           sizeof(op_lt_b)),
            "desc transb");
-  if (g.bias) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  if (g.bias || g.a_row_sums) {
+    // cuBLASLt's B is our A, so our A's row sums over k are its B's bias gradient (BGRADB).
+    const cublasLtEpilogue_t epilogue = g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
     lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                             sizeof(epilogue)),
              "desc epilogue");
@@ -193,19 +199,25 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, boo
   const int device = current_device();
   DeviceState& s = state(device);
   const int align[3] = {alignment_of(a), alignment_of(b), alignment_of(c)};
-  if (g.bias && dtype == DType::f64)
-    throw std::runtime_error("[cuda] gemm: the bias epilogue does not take f64");
+  if ((g.bias || g.a_row_sums) && dtype == DType::f64)
+    throw std::runtime_error("[cuda] gemm: the bias epilogues do not take f64");
+  if (g.bias && g.a_row_sums)
+    throw std::runtime_error("[cuda] gemm: bias and a_row_sums are exclusive");
+  if (g.a_row_sums && g.batch > 1)
+    throw std::runtime_error("[cuda] gemm: a_row_sums needs batch 1");
   const PlanKey key{int(dtype), allow_tf32, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
                     g.ldc, g.batch, g.stride_a, g.stride_b, g.stride_c, align[0], align[1],
-                    align[2], device, g.bias != nullptr};
+                    align[2], device, epilogue_kind(g)};
   auto it = s.plans.find(key);
   if (it == s.plans.end())
     it = s.plans.emplace(key, make_plan(s.handle, g, dtype, allow_tf32, align)).first;
   const Plan& p = *it->second;
-  if (g.bias)
-    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
-                                            sizeof(g.bias)),
+  if (g.bias || g.a_row_sums) {
+    const void* bias = g.bias ? g.bias : g.a_row_sums;
+    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                            sizeof(bias)),
              "desc bias pointer");
+  }
   const bool f64 = dtype == DType::f64;
   run_plan(s, p, a, b, c, f64);
 }

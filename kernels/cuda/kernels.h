@@ -76,7 +76,9 @@ void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int
 // likewise B. Batch strides are in elements (0 broadcasts). A, B, C share `dtype` (f32, f64,
 // bf16, f16); accumulation in f32 (f64 for f64). allow_tf32 lets f32 use TF32 tensor cores.
 // bias (optional, [n] in C's dtype, not with f64) is added to every row of C in the GEMM's
-// epilogue. The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first
+// epilogue. a_row_sums (optional, [m] in C's dtype, not with f64 or batch > 1, not with bias)
+// receives Σ_k op(A)[i, k] from the epilogue: the bias gradient of a linear layer when op(A) is
+// the output gradient transposed (dW = dYᵀ X). The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first
 // eight moved a DiT-B/2 step by 0.6%, 2026-11-29, docs/PERFORMANCE.md).
 struct Gemm {
   bool trans_a = false, trans_b = false;
@@ -84,6 +86,7 @@ struct Gemm {
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t batch = 1, stride_a = 0, stride_b = 0, stride_c = 0;
   const void* bias = nullptr;
+  void* a_row_sums = nullptr;
 };
 void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, bool allow_tf32);
 

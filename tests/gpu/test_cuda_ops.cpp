@@ -110,6 +110,12 @@ TEST_F(Cuda, ElementwiseMatchesCpu) {
   for (const auto& [name, fn] : std::vector<std::pair<const char*, Tensor (*)(const Tensor&)>>{
            {"log", log}, {"sqrt", sqrt}, {"rsqrt", rsqrt}})
     expect_twin_both(name, [fn](auto& x) { return fn(x[0]); }, {pos});
+  // Contiguous operands take vector loads; a view one element in is misaligned for them, and 553
+  // elements leave a tail: both fall back to narrower accesses.
+  expect_twin_both("unaligned contiguous views", [](auto& x) {
+    const Tensor v = x[0].reshape({-1}).narrow(0, 1, 553), w = x[0].reshape({-1}).narrow(0, 2, 553);
+    return gelu_tanh(v) * w + v;
+  }, {s});
   expect_twin_both("clamp", [](auto& x) { return clamp(x[0], -1, 0.5); }, {s});
   expect_twin_both("where", [](auto& x) { return where(gt(x[0], 0.0), x[0], x[1] * 2.0); },
                    {s, uniform({3, 5, 37}, -1, 1, 5)});
@@ -160,10 +166,14 @@ TEST_F(Cuda, MatmulMatchesCpu) {
   }
   const Tensor a = uniform({40, 24}, -1, 1, 23), b = uniform({32, 24}, -1, 1, 24);
   expect_twin("a @ b^T", [](auto& x) { return matmul(x[0], x[1].t()); }, {a, b});
-  // With a bias the GEMM adds it in its epilogue (f32, bf16; a 3-D input folds into one GEMM).
+  // With a bias the GEMM adds it in its epilogue (f32, bf16; a 3-D input folds into one GEMM);
+  // in bf16 the weight-gradient GEMM's epilogue also gives the bias gradient.
   const Tensor x = uniform({3, 37, 24}, -1, 1, 26), bias = uniform({32}, -1, 1, 25);
   expect_twin_both("linear", [](auto& v) { return linear(v[0], v[1], v[2]); }, {a, b, bias});
   expect_twin_both("linear 3-D", [](auto& v) { return linear(v[0], v[1], v[2]); }, {x, b, bias});
+  // Widths off the 16-byte grid: the bias gradient is a separate column sum, not the epilogue's.
+  expect_twin_both("linear odd widths", [](auto& v) { return linear(v[0], v[1], v[2]); },
+                   {uniform({9, 5}, -1, 1, 27), uniform({7, 5}, -1, 1, 28), uniform({7}, -1, 1, 29)});
   // Under autocast f32 operands go through the epilogue in bf16 and answer in bf16.
   const Tensor xg = x.to(kGpu), wg = b.to(kGpu), bg = bias.to(kGpu);
   AutocastGuard bf16(DType::bf16);
