@@ -6,6 +6,7 @@
 #include "core/ops/adaln.h"
 #include "core/ops/conv.h"
 #include "core/ops/elementwise.h"
+#include "core/ops/fused_mlp.h"
 #include "core/ops/index.h"
 #include "core/ops/linalg.h"
 #include "core/ops/nn.h"

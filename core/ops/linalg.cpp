@@ -2,6 +2,7 @@
 
 #include "core/autocast.h"
 #include "core/autograd.h"
+#include "core/ops/cuda_gemm.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
 #include "kernels/cpu/gemm.h"
@@ -11,38 +12,11 @@ namespace loom {
 
 namespace {
 
+using ops::as_gemm_operand;
+using ops::cuda_gemm_of;
+using ops::GemmOperand;
+
 bool g_allow_tf32 = false;
-
-// How a [.., R, C] operand is handed to the GEMM: its last two dims must be unit-stride in one
-// of them; otherwise it is copied contiguous first.
-struct GemmOperand {
-  Tensor t;
-  bool trans = false;
-  int64_t ld = 0;
-};
-
-GemmOperand as_gemm_operand(const Tensor& x) {
-  const int64_t nd = x.dim();
-  const int64_t rows = x.shape()[nd - 2], cols = x.shape()[nd - 1];
-  const int64_t sr = x.strides()[nd - 2], sc = x.strides()[nd - 1];
-  if ((sc == 1 || cols == 1) && sr >= std::max<int64_t>(cols, 1)) return {x, false, sr};
-  if ((sr == 1 || rows == 1) && sc >= std::max<int64_t>(rows, 1)) return {x, true, sc};
-  const Tensor c = x.contiguous();
-  return {c, false, std::max<int64_t>(cols, 1)};
-}
-
-// One [m, k] x [k, n] product of the two operands into a contiguous [m, n] output.
-kernels::cuda::Gemm cuda_gemm_of(const GemmOperand& ga, const GemmOperand& gb, int64_t m,
-                                 int64_t n, int64_t k) {
-  return {.trans_a = ga.trans,
-          .trans_b = gb.trans,
-          .m = m,
-          .n = n,
-          .k = k,
-          .lda = ga.ld,
-          .ldb = gb.ld,
-          .ldc = std::max<int64_t>(n, 1)};
-}
 
 // The CUDA GEMM over a broadcast batch: one strided-batched cuBLASLt call over the innermost
 // batch dim (all of the batch when it collapses to one stride), looped over the outer ones.
@@ -148,15 +122,7 @@ class LinearBiasOp final : public Op {
  public:
   const char* name() const override { return "linear_bias"; }
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
-    const Tensor &x = in[0], &w = in[1], &bias = in[2];
-    const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-    const GemmOperand ga = as_gemm_operand(x), gb = as_gemm_operand(w.t());
-    Tensor out = empty({m, n}, x.dtype(), x.device());
-    kernels::cuda::Gemm g = cuda_gemm_of(ga, gb, m, n, k);
-    g.bias = bias.raw_data();
-    kernels::cuda::gemm(g, ga.t.raw_data(), gb.t.raw_data(), out.raw_data(), out.dtype(),
-                        g_allow_tf32);
-    return {out};
+    return {ops::cuda_product(in[0], in[1].t(), {.bias = in[2].raw_data()})};
   }
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
     const Tensor &x = ctx.inputs[0], &w = ctx.inputs[1], &dy = g[0];
@@ -179,13 +145,8 @@ class LinearBiasOp final : public Op {
   }
   // dW = dyᵀ x [N, K] and db = Σ_rows dy [N] from one GEMM.
   static std::pair<Tensor, Tensor> weight_and_bias_grad(const Tensor& dy, const Tensor& x) {
-    const int64_t rows = x.size(0), k = x.size(1), n = dy.size(1);
-    const GemmOperand ga = as_gemm_operand(dy.t()), gb = as_gemm_operand(x);
-    Tensor dw = empty({n, k}, x.dtype(), x.device()), db = empty({n}, x.dtype(), x.device());
-    kernels::cuda::Gemm gemm = cuda_gemm_of(ga, gb, n, k, rows);
-    gemm.a_row_sums = db.raw_data();
-    kernels::cuda::gemm(gemm, ga.t.raw_data(), gb.t.raw_data(), dw.raw_data(), dw.dtype(),
-                        g_allow_tf32);
+    Tensor db = empty({dy.size(1)}, x.dtype(), x.device());
+    Tensor dw = ops::cuda_product(dy.t(), x, {.a_row_sums = db.raw_data()});
     return {dw, db};
   }
 };

@@ -7,8 +7,8 @@
 //
 // Plans: the matmul descriptor, the three layouts and the chosen algorithm are cached per
 // (shape, strides, dtype, TF32, operand alignment, epilogue), so a training step's repeated
-// GEMMs skip the heuristic query. The bias (or bias-gradient) pointer is set on the cached
-// descriptor at each call (calls are serialized on the compute stream). One 32 MiB workspace per
+// GEMMs skip the heuristic query. The epilogue's vector and side-matrix pointers are set on the
+// cached descriptor at each call (calls are serialized on the compute stream). One 32 MiB workspace per
 // device serves every call (all run on the compute stream, so they never overlap).
 
 #include <cublasLt.h>
@@ -47,11 +47,31 @@ int alignment_of(const void* p) {
 }
 
 using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;  // last: epilogue
 
-// 0: none, 1: bias, 2: our A's row sums (the plan key's last field).
-int epilogue_kind(const Gemm& g) {
-  return g.bias ? 1 : g.a_row_sums ? 2 : 0;
+// The cuBLASLt epilogue the set pointers ask for (see kernels.h), or DEFAULT.
+cublasLtEpilogue_t epilogue_of(const Gemm& g) {
+  if (g.bias) return g.gelu_input ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
+  // cuBLASLt's B is our A, so our A's row sums over k are its B's bias gradient.
+  if (g.a_row_sums) return CUBLASLT_EPILOGUE_BGRADB;
+  if (g.dgelu_input) return CUBLASLT_EPILOGUE_DGELU_BGRAD;
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+// Rejects pointer combinations kernels.h does not define.
+void check_epilogue(const Gemm& g, DType dtype) {
+  const int vectors = (g.bias != nullptr) + (g.a_row_sums != nullptr) + (g.c_col_sums != nullptr);
+  const bool side = g.gelu_input || g.dgelu_input;
+  if (vectors == 0 && !side) return;
+  if (dtype == DType::f64) throw std::runtime_error("[cuda] gemm: epilogues do not take f64");
+  if (vectors > 1 || (g.gelu_input && !g.bias) || (g.dgelu_input == nullptr) != (g.c_col_sums == nullptr) ||
+      (g.gelu_input && g.dgelu_input))
+    throw std::runtime_error("[cuda] gemm: unsupported combination of epilogue pointers");
+  if ((side || g.a_row_sums) && g.batch > 1)
+    throw std::runtime_error("[cuda] gemm: this epilogue needs batch 1");
+  if (side && g.ldc % 8 != 0)
+    throw std::runtime_error("[cuda] gemm: the GELU epilogues need ldc divisible by 8, got " +
+                             std::to_string(g.ldc));
 }
 
 struct Plan {
@@ -133,9 +153,8 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dt
   lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b,
                                           sizeof(op_lt_b)),
            "desc transb");
-  if (g.bias || g.a_row_sums) {
-    // cuBLASLt's B is our A, so our A's row sums over k are its B's bias gradient (BGRADB).
-    const cublasLtEpilogue_t epilogue = g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
+  const cublasLtEpilogue_t epilogue = epilogue_of(g);
+  if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
     lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                             sizeof(epilogue)),
              "desc epilogue");
@@ -143,6 +162,16 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dt
     lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                             &bias_type, sizeof(bias_type)),
              "desc bias type");
+  }
+  if (g.gelu_input || g.dgelu_input) {  // the [m, n] side matrix: C's layout and dtype
+    const int64_t ld = g.ldc;
+    lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
+                                            sizeof(ld)),
+             "desc aux ld");
+    const cudaDataType_t aux_type = type;
+    lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
+                                            &aux_type, sizeof(aux_type)),
+             "desc aux type");
   }
   // Stored column-major shapes: our B is [k, n] row-major ([n, k] when transposed).
   plan->a = g.trans_b ? make_layout(type, g.k, g.n, g.ldb, g.batch, g.stride_b)
@@ -199,25 +228,22 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, boo
   const int device = current_device();
   DeviceState& s = state(device);
   const int align[3] = {alignment_of(a), alignment_of(b), alignment_of(c)};
-  if ((g.bias || g.a_row_sums) && dtype == DType::f64)
-    throw std::runtime_error("[cuda] gemm: the bias epilogues do not take f64");
-  if (g.bias && g.a_row_sums)
-    throw std::runtime_error("[cuda] gemm: bias and a_row_sums are exclusive");
-  if (g.a_row_sums && g.batch > 1)
-    throw std::runtime_error("[cuda] gemm: a_row_sums needs batch 1");
+  check_epilogue(g, dtype);
   const PlanKey key{int(dtype), allow_tf32, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
                     g.ldc, g.batch, g.stride_a, g.stride_b, g.stride_c, align[0], align[1],
-                    align[2], device, epilogue_kind(g)};
+                    align[2], device, int(epilogue_of(g))};
   auto it = s.plans.find(key);
   if (it == s.plans.end())
     it = s.plans.emplace(key, make_plan(s.handle, g, dtype, allow_tf32, align)).first;
   const Plan& p = *it->second;
-  if (g.bias || g.a_row_sums) {
-    const void* bias = g.bias ? g.bias : g.a_row_sums;
-    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                            sizeof(bias)),
+  if (const void* vector = g.bias ? g.bias : g.a_row_sums ? g.a_row_sums : g.c_col_sums)
+    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector,
+                                            sizeof(vector)),
              "desc bias pointer");
-  }
+  if (const void* side = g.gelu_input ? g.gelu_input : g.dgelu_input)
+    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                            &side, sizeof(side)),
+             "desc aux pointer");
   const bool f64 = dtype == DType::f64;
   run_plan(s, p, a, b, c, f64);
 }

@@ -75,18 +75,26 @@ void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int
 // [m, n] contiguous; A is stored [m, k] (or [k, m] when trans_a) with leading dimension lda, and
 // likewise B. Batch strides are in elements (0 broadcasts). A, B, C share `dtype` (f32, f64,
 // bf16, f16); accumulation in f32 (f64 for f64). allow_tf32 lets f32 use TF32 tensor cores.
-// bias (optional, [n] in C's dtype, not with f64) is added to every row of C in the GEMM's
-// epilogue. a_row_sums (optional, [m] in C's dtype, not with f64 or batch > 1, not with bias)
-// receives Σ_k op(A)[i, k] from the epilogue: the bias gradient of a linear layer when op(A) is
-// the output gradient transposed (dW = dYᵀ X). The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first
-// eight moved a DiT-B/2 step by 0.6%, 2026-11-29, docs/PERFORMANCE.md).
+// Epilogues (16/32-bit dtypes, not f64), chosen by which pointers are set; vectors and the
+// [m, n] side matrix (leading dimension ldc, a multiple of 8) are in C's dtype:
+//   bias                 C = AB + bias, bias [n] added to every row
+//   bias + gelu_input    C = gelu_tanh(AB + bias), and AB + bias written to gelu_input (batch 1)
+//   a_row_sums           C = AB, and a_row_sums [m] = Σ_k op(A)[i, k]: the bias gradient of a
+//                        linear layer when op(A) is its output gradient transposed (batch 1)
+//   dgelu_input + c_col_sums   C = AB ⊙ gelu_tanh'(dgelu_input), and c_col_sums [n] = Σ_i C[i, :]:
+//                        the gradient through a GELU and its linear's bias gradient (batch 1)
+// The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first eight
+// moved a DiT-B/2 step by 0.6%, 2026-11-29, docs/PERFORMANCE.md).
 struct Gemm {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t batch = 1, stride_a = 0, stride_b = 0, stride_c = 0;
   const void* bias = nullptr;
+  void* gelu_input = nullptr;
   void* a_row_sums = nullptr;
+  const void* dgelu_input = nullptr;
+  void* c_col_sums = nullptr;
 };
 void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, bool allow_tf32);
 

@@ -1,6 +1,6 @@
 #include "models/nn/mlp.h"
 
-#include "core/ops/elementwise.h"
+#include "core/ops/fused_mlp.h"
 
 namespace loom::nn {
 
@@ -24,7 +24,7 @@ void Mlp::reset_parameters(Generator& gen) {
 }
 
 Tensor Mlp::forward(const Tensor& x) const {
-  return fc2_->forward(gelu_tanh(fc1_->forward(x)));
+  return gelu_mlp(x, fc1_->weight(), fc1_->bias(), fc2_->weight(), fc2_->bias());
 }
 
 }  // namespace loom::nn

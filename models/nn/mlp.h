@@ -2,7 +2,8 @@
 // Mlp (timm style, DiT's block MLP, ALGORITHMS.md §1.5): fc2(GELU_tanh(fc1(x))), both Linear with
 // bias, no dropout. x [..., in] -> [..., out]. Children "fc1" (in -> hidden) and "fc2"
 // (hidden -> out), so parameters are "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias".
-// Init is Linear's (Xavier-uniform weights, zero biases).
+// Init is Linear's (Xavier-uniform weights, zero biases). Forward is one gelu_mlp op
+// (core/ops/fused_mlp.h: two GEMMs with fused epilogues on CUDA under bf16 autocast).
 #include <memory>
 
 #include "core/rng.h"

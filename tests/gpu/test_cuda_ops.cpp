@@ -172,8 +172,27 @@ TEST_F(Cuda, MatmulMatchesCpu) {
   expect_twin_both("linear", [](auto& v) { return linear(v[0], v[1], v[2]); }, {a, b, bias});
   expect_twin_both("linear 3-D", [](auto& v) { return linear(v[0], v[1], v[2]); }, {x, b, bias});
   // Widths off the 16-byte grid: the bias gradient is a separate column sum, not the epilogue's.
+  expect_twin_both("linear transposed output",
+                   [](auto& v) { return linear(v[0], v[1], v[2]).t(); }, {a, b, bias});
   expect_twin_both("linear odd widths", [](auto& v) { return linear(v[0], v[1], v[2]); },
                    {uniform({9, 5}, -1, 1, 27), uniform({7, 5}, -1, 1, 28), uniform({7}, -1, 1, 29)});
+  // Widths on the 16-byte grid: the bf16 MLP is two GEMMs with GELU and bias-gradient epilogues;
+  // other widths take the three separate ops. The gradient through the transposed output
+  // reaches the GEMMs as a non-contiguous view.
+  const auto mlp = [](auto& v) { return gelu_mlp(v[0], v[1], v[2], v[3], v[4]); };
+  expect_twin_both("gelu_mlp", mlp,
+                   {uniform({2, 21, 16}, -2, 2, 81), uniform({40, 16}, -1, 1, 82),
+                    uniform({40}, -1, 1, 83), uniform({24, 40}, -1, 1, 84),
+                    uniform({24}, -1, 1, 85)});
+  expect_twin_both("gelu_mlp transposed output",
+                   [&](auto& v) { return mlp(v).transpose(0, 2); },
+                   {uniform({2, 21, 16}, -2, 2, 81), uniform({40, 16}, -1, 1, 82),
+                    uniform({40}, -1, 1, 83), uniform({24, 40}, -1, 1, 84),
+                    uniform({24}, -1, 1, 85)});
+  expect_twin_both("gelu_mlp odd widths", mlp,
+                   {uniform({7, 5}, -2, 2, 86), uniform({9, 5}, -1, 1, 87),
+                    uniform({9}, -1, 1, 88), uniform({3, 9}, -1, 1, 89),
+                    uniform({3}, -1, 1, 90)});
   // Under autocast f32 operands go through the epilogue in bf16 and answer in bf16.
   const Tensor xg = x.to(kGpu), wg = b.to(kGpu), bg = bias.to(kGpu);
   AutocastGuard bf16(DType::bf16);
