@@ -1,6 +1,7 @@
 #include "core/ops/cuda_gemm.h"
 
 #include "core/ops/linalg.h"
+#include "core/ops/reduce.h"
 
 namespace loom::ops {
 
@@ -34,11 +35,20 @@ Tensor cuda_product(const Tensor& a, const Tensor& b, const kernels::cuda::Gemm&
   g.bias = epilogue.bias;
   g.gelu_input = epilogue.gelu_input;
   g.a_row_sums = epilogue.a_row_sums;
-  g.dgelu_input = epilogue.dgelu_input;
-  g.c_col_sums = epilogue.c_col_sums;
   kernels::cuda::gemm(g, ga.t.raw_data(), gb.t.raw_data(), out.raw_data(), out.dtype(),
                       matmul_allow_tf32());
   return out;
+}
+
+std::pair<Tensor, Tensor> weight_and_bias_grad(const Tensor& dy, const Tensor& x) {
+  const DType t = dy.dtype();
+  const bool epilogue = dy.device().is_cuda() && (t == DType::bf16 || t == DType::f16) &&
+                        x.dtype() == t && dy.is_contiguous() && dy.size(1) % 8 == 0 &&
+                        x.size(1) % 8 == 0;
+  if (!epilogue) return {matmul(dy.t(), x), sum(dy, {0})};
+  Tensor db = empty({dy.size(1)}, t, dy.device());
+  Tensor dw = cuda_product(dy.t(), x, {.a_row_sums = db.raw_data()});
+  return {dw, db};
 }
 
 }  // namespace loom::ops

@@ -2,6 +2,8 @@
 // How core's ops hand tensors to the CUDA GEMM (kernels::cuda::gemm): an operand's last two dims
 // must be unit-stride in one of them (else it is copied contiguous), and a 2-D product with an
 // epilogue is one call. Shared by linalg.cpp and fused_mlp.cpp; not part of the public API.
+#include <utility>
+
 #include "core/tensor.h"
 #include "kernels/cuda/kernels.h"
 
@@ -24,5 +26,10 @@ kernels::cuda::Gemm cuda_gemm_of(const GemmOperand& ga, const GemmOperand& gb, i
 // a [m, k] @ b [k, n] into a new contiguous [m, n] CUDA tensor of a's dtype, with the epilogue
 // pointers of `epilogue` (kernels.h; its shape fields are ignored).
 Tensor cuda_product(const Tensor& a, const Tensor& b, const kernels::cuda::Gemm& epilogue);
+
+// The weight and bias gradients of a linear layer y = x Wᵀ + b from dy [M, N] and x [M, K]:
+// dW = dyᵀ x [N, K] and db = Σ_rows dy [N]. For contiguous 16-bit CUDA dy and widths that are
+// multiples of 8, one GEMM whose epilogue (BGRADB) also sums dy's rows; else a GEMM and a sum.
+std::pair<Tensor, Tensor> weight_and_bias_grad(const Tensor& dy, const Tensor& x);
 
 }  // namespace loom::ops

@@ -516,6 +516,9 @@ Tensor silu(const Tensor& x) {
 Tensor gelu_tanh(const Tensor& x) {
   return unary<GeluTanhFn>(x);
 }
+Tensor gelu_tanh_grad(const Tensor& x, const Tensor& g) {
+  return binary<GeluTanhGradFn>(x, g);
+}
 Tensor sin(const Tensor& x) {
   return unary<SinFn>(x);
 }

@@ -50,6 +50,8 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor silu(const Tensor& x);       // x * sigmoid(x)
 Tensor gelu_tanh(const Tensor& x);  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+// g * gelu_tanh'(x) in one pass (gelu_tanh's backward, for fused ops); not differentiable.
+Tensor gelu_tanh_grad(const Tensor& x, const Tensor& g);
 Tensor sin(const Tensor& x);
 Tensor cos(const Tensor& x);
 // min(max(x, lo), hi); the gradient passes where lo <= x <= hi.

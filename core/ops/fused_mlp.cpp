@@ -1,5 +1,7 @@
 #include "core/ops/fused_mlp.h"
 
+#include <tuple>
+
 #include "core/autocast.h"
 #include "core/autograd.h"
 #include "core/ops/cuda_gemm.h"
@@ -22,21 +24,17 @@ class GeluMlpOp final : public Op {
     return {ops::cuda_product(hidden_, w2.t(), {.bias = b2.raw_data()})};
   }
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
-    const Tensor &x = ctx.inputs[0], &w1 = ctx.inputs[1], &w2 = ctx.inputs[3], &dy = g[0];
+    const Tensor &x = ctx.inputs[0], &w1 = ctx.inputs[1], &w2 = ctx.inputs[3];
+    const Tensor dy = g[0].contiguous();
     const auto& needs = ctx.needs_grad;
     Tensor dx, dw1, db1, dw2, db2;
-    if (needs[3] || needs[4]) {
-      db2 = empty({dy.size(1)}, dy.dtype(), dy.device());
-      dw2 = ops::cuda_product(dy.t(), hidden_, {.a_row_sums = db2.raw_data()});
-    }
+    if (needs[3] || needs[4]) std::tie(dw2, db2) = ops::weight_and_bias_grad(dy, hidden_);
     if (needs[0] || needs[1] || needs[2]) {
-      db1 = empty({w1.size(0)}, dy.dtype(), dy.device());
-      const Tensor dpre = ops::cuda_product(
-          dy, w2, {.dgelu_input = pre_.raw_data(), .c_col_sums = db1.raw_data()});
-      if (needs[1]) dw1 = ops::cuda_product(dpre.t(), x, {});
-      if (needs[0]) dx = ops::cuda_product(dpre, w1, {});
+      const Tensor dpre = gelu_tanh_grad(pre_, matmul(dy, w2));
+      if (needs[1] || needs[2]) std::tie(dw1, db1) = ops::weight_and_bias_grad(dpre, x);
+      if (needs[0]) dx = matmul(dpre, w1);
     }
-    return {dx, dw1, needs[2] ? db1 : Tensor(), needs[3] ? dw2 : Tensor(),
+    return {dx, needs[1] ? dw1 : Tensor(), needs[2] ? db1 : Tensor(), needs[3] ? dw2 : Tensor(),
             needs[4] ? db2 : Tensor()};
   }
 

@@ -3,13 +3,13 @@
 //   gelu_mlp(x, w1, b1, w2, b2) = linear(gelu_tanh(linear(x, w1, b1)), w2, b2)
 // x [..., in], w1 [hidden, in], b1 [hidden], w2 [out, hidden], b2 [out] -> [..., out].
 //
-// On CUDA with 16-bit operands (bf16 under autocast) and in, hidden, out multiples of 8 it is two
-// GEMMs whose cuBLASLt epilogues do the elementwise work: forward, the first adds b1, applies
-// GELU(tanh) and keeps the pre-activation; backward, the gradient through the GELU and b1's
-// gradient come out of the product dy·w2 (DGELU_BGRAD), b2's gradient out of w2's weight-gradient
-// GEMM (BGRADB). It saves what the three ops would (x, the pre-activation, the hidden
-// activation) and no separate GELU pass runs either way. Anywhere else (CPU, f32, other widths,
-// no biases) it is exactly the three ops.
+// On CUDA with 16-bit operands (bf16 under autocast) and in, hidden, out multiples of 8 the
+// forward is two GEMMs: the first's cuBLASLt epilogue adds b1, applies GELU(tanh) and keeps the
+// pre-activation for the backward (GELU_AUX_BIAS), so no separate GELU pass runs. The backward
+// is the three ops' (the GELU gradient one vectorized pass; each bias gradient from its weight-
+// gradient GEMM's epilogue): cuBLASLt's DGELU_BGRAD epilogue ran 3x slower on the H200. It
+// saves what the three ops would (x, the pre-activation, the hidden activation). Anywhere else
+// (CPU, f32, other widths, no biases) it is exactly the three ops.
 #include "core/tensor.h"
 
 namespace loom {

@@ -127,27 +127,12 @@ class LinearBiasOp final : public Op {
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
     const Tensor &x = ctx.inputs[0], &w = ctx.inputs[1], &dy = g[0];
     const Tensor dx = ctx.needs_grad[0] ? matmul(dy, w) : Tensor();
-    if (ctx.needs_grad[1] && ctx.needs_grad[2] && bias_grad_in_epilogue(dy, x)) {
-      auto [dw, db] = weight_and_bias_grad(dy, x);
+    if (ctx.needs_grad[1] && ctx.needs_grad[2]) {
+      auto [dw, db] = ops::weight_and_bias_grad(dy, x);
       return {dx, dw, db};
     }
     return {dx, ctx.needs_grad[1] ? matmul(dy.t(), x) : Tensor(),
             ctx.needs_grad[2] ? sum(dy, {0}) : Tensor()};
-  }
-
- private:
-  // The weight-gradient GEMM also yields the bias gradient (its epilogue sums dy's rows) for
-  // 16-bit operands whose widths keep every row on a 16-byte boundary.
-  static bool bias_grad_in_epilogue(const Tensor& dy, const Tensor& x) {
-    const DType t = dy.dtype();
-    return (t == DType::bf16 || t == DType::f16) && x.dtype() == t && dy.size(1) % 8 == 0 &&
-           x.size(1) % 8 == 0;
-  }
-  // dW = dyᵀ x [N, K] and db = Σ_rows dy [N] from one GEMM.
-  static std::pair<Tensor, Tensor> weight_and_bias_grad(const Tensor& dy, const Tensor& x) {
-    Tensor db = empty({dy.size(1)}, x.dtype(), x.device());
-    Tensor dw = ops::cuda_product(dy.t(), x, {.a_row_sums = db.raw_data()});
-    return {dw, db};
   }
 };
 

@@ -49,29 +49,27 @@ int alignment_of(const void* p) {
 using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;  // last: epilogue
 
-// The cuBLASLt epilogue the set pointers ask for (see kernels.h), or DEFAULT.
+// The cuBLASLt epilogue the set pointers ask for (kernels.h), or DEFAULT.
 cublasLtEpilogue_t epilogue_of(const Gemm& g) {
   if (g.bias) return g.gelu_input ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_BIAS;
   // cuBLASLt's B is our A, so our A's row sums over k are its B's bias gradient.
   if (g.a_row_sums) return CUBLASLT_EPILOGUE_BGRADB;
-  if (g.dgelu_input) return CUBLASLT_EPILOGUE_DGELU_BGRAD;
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
 
 // Rejects pointer combinations kernels.h does not define.
 void check_epilogue(const Gemm& g, DType dtype) {
-  const int vectors = (g.bias != nullptr) + (g.a_row_sums != nullptr) + (g.c_col_sums != nullptr);
-  const bool side = g.gelu_input || g.dgelu_input;
-  if (vectors == 0 && !side) return;
+  if (!g.bias && !g.gelu_input && !g.a_row_sums) return;
   if (dtype == DType::f64) throw std::runtime_error("[cuda] gemm: epilogues do not take f64");
-  if (vectors > 1 || (g.gelu_input && !g.bias) || (g.dgelu_input == nullptr) != (g.c_col_sums == nullptr) ||
-      (g.gelu_input && g.dgelu_input))
+  if ((g.gelu_input && !g.bias) || (g.bias && g.a_row_sums))
     throw std::runtime_error("[cuda] gemm: unsupported combination of epilogue pointers");
-  if ((side || g.a_row_sums) && g.batch > 1)
+  if ((g.gelu_input || g.a_row_sums) && g.batch > 1)
     throw std::runtime_error("[cuda] gemm: this epilogue needs batch 1");
-  if (side && g.ldc % 8 != 0)
-    throw std::runtime_error("[cuda] gemm: the GELU epilogues need ldc divisible by 8, got " +
+  if (g.gelu_input && g.ldc % 8 != 0)
+    throw std::runtime_error("[cuda] gemm: the GELU epilogue needs ldc divisible by 8, got " +
                              std::to_string(g.ldc));
+  if (g.a_row_sums && !g.trans_a)
+    throw std::runtime_error("[cuda] gemm: a_row_sums needs a transposed A");
 }
 
 struct Plan {
@@ -163,7 +161,7 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dt
                                             &bias_type, sizeof(bias_type)),
              "desc bias type");
   }
-  if (g.gelu_input || g.dgelu_input) {  // the [m, n] side matrix: C's layout and dtype
+  if (g.gelu_input) {  // the [m, n] side matrix: C's layout and dtype
     const int64_t ld = g.ldc;
     lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
                                             sizeof(ld)),
@@ -236,13 +234,13 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, boo
   if (it == s.plans.end())
     it = s.plans.emplace(key, make_plan(s.handle, g, dtype, allow_tf32, align)).first;
   const Plan& p = *it->second;
-  if (const void* vector = g.bias ? g.bias : g.a_row_sums ? g.a_row_sums : g.c_col_sums)
+  if (const void* vector = g.bias ? g.bias : g.a_row_sums)
     lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector,
                                             sizeof(vector)),
              "desc bias pointer");
-  if (const void* side = g.gelu_input ? g.gelu_input : g.dgelu_input)
+  if (g.gelu_input)
     lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                                            &side, sizeof(side)),
+                                            &g.gelu_input, sizeof(g.gelu_input)),
              "desc aux pointer");
   const bool f64 = dtype == DType::f64;
   run_plan(s, p, a, b, c, f64);

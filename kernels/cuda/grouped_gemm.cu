@@ -1,4 +1,5 @@
-// CUDA builds: moe.h's grouped_gemm over cublasGemmGroupedBatchedEx.
+// CUDA builds: moe.h's grouped_gemm, one cuBLASLt GEMM per problem or (LOOM_GROUPED_GEMM=grouped)
+// one cublasGemmGroupedBatchedEx call.
 //
 // Layout: as gemm.cpp, row-major C = op(A) op(B) is the column-major Cᵀ = op(B)ᵀ op(A)ᵀ, so
 // cuBLAS's first operand is our B and its m and n are our n and m. Every problem is a group of
@@ -69,12 +70,12 @@ cublasHandle_t handle(int device) {
   return h;
 }
 
-bool loop_requested() {
-  static const bool loop = [] {
+bool grouped_requested() {
+  static const bool grouped = [] {
     const char* v = std::getenv("LOOM_GROUPED_GEMM");
-    return v && std::strcmp(v, "loop") == 0;
+    return v && std::strcmp(v, "grouped") == 0;
   }();
-  return loop;
+  return grouped;
 }
 
 cudaDataType_t data_type(DType t) {
@@ -157,7 +158,7 @@ void run_grouped(const GroupedGemm& g, const std::vector<const GemmProblem*>& ba
                                            ldb.data(), tables + count, type, lda.data(),
                                            beta.data(), tables + 2 * count, type, ldc.data(),
                                            int64_t(count), group_size.data(), compute),
-             "cublasGemmGroupedBatchedEx (LOOM_GROUPED_GEMM=loop avoids it)");
+             "cublasGemmGroupedBatchedEx (unset LOOM_GROUPED_GEMM=grouped to avoid it)");
   device_free(tables, device);
 }
 
@@ -165,7 +166,7 @@ void run_grouped(const GroupedGemm& g, const std::vector<const GemmProblem*>& ba
 
 void grouped_gemm(const GroupedGemm& g, const GemmProblem* problems, int64_t count, DType dtype,
                   bool allow_tf32) {
-  if (dtype == DType::f64 || loop_requested() || !aligned(g, problems, count, dtype)) {
+  if (dtype == DType::f64 || !grouped_requested() || !aligned(g, problems, count, dtype)) {
     run_loop(g, problems, count, dtype, allow_tf32);
     return;
   }

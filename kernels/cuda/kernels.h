@@ -80,10 +80,11 @@ void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int
 //   bias                 C = AB + bias, bias [n] added to every row
 //   bias + gelu_input    C = gelu_tanh(AB + bias), and AB + bias written to gelu_input (batch 1)
 //   a_row_sums           C = AB, and a_row_sums [m] = Σ_k op(A)[i, k]: the bias gradient of a
-//                        linear layer when op(A) is its output gradient transposed (batch 1)
-//   dgelu_input + c_col_sums   C = AB ⊙ gelu_tanh'(dgelu_input), and c_col_sums [n] = Σ_i C[i, :]:
-//                        the gradient through a GELU and its linear's bias gradient (batch 1)
-// The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first eight
+//                        linear layer when op(A) is its output gradient transposed (batch 1;
+//                        op(A) must be a transposed operand, trans_a)
+// cuBLASLt's DGELU_BGRAD epilogue (the backward twin of the GELU one) is not used: on the H200 it
+// ran as a separate kernel 3x slower than loom's vectorized GELU gradient (2026-11-29,
+// docs/PERFORMANCE.md). The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first eight
 // moved a DiT-B/2 step by 0.6%, 2026-11-29, docs/PERFORMANCE.md).
 struct Gemm {
   bool trans_a = false, trans_b = false;
@@ -93,8 +94,6 @@ struct Gemm {
   const void* bias = nullptr;
   void* gelu_input = nullptr;
   void* a_row_sums = nullptr;
-  const void* dgelu_input = nullptr;
-  void* c_col_sums = nullptr;
 };
 void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, bool allow_tf32);
 

@@ -52,12 +52,14 @@ struct GroupedGemm {
   bool trans_a = false, trans_b = false;
   int64_t lda = 0, ldb = 0;
 };
-// Runs `count` problems with one cublasGemmGroupedBatchedEx call (f32, bf16, f16; f32
+// Runs `count` problems as one cuBLASLt GEMM each (kernels.h gemm). With LOOM_GROUPED_GEMM=grouped
+// in the environment: one cublasGemmGroupedBatchedEx call instead (f32, bf16, f16; f32
 // accumulation, TF32 when allow_tf32 for f32) after one small launch that writes its device
-// pointer tables (calls of more than 128 problems are split). One cuBLASLt GEMM per problem
-// (kernels.h gemm) instead: for f64, for operands whose pointers or row strides are not 16-byte
-// aligned, and for every call when the environment sets LOOM_GROUPED_GEMM=loop (a benchmarking
-// switch). C is overwritten.
+// pointer tables (calls of more than 128 problems are split), except for f64 and operands whose
+// pointers or row strides are not 16-byte aligned. The loop is the default because it was
+// faster on the H200 (2026-11-29, CUDA 13: DiT-MoE-S/2 1178 against 1090 img/s, DiT-MoE-B/2 847
+// against 669; the grouped call's weight-gradient products ran at about 45 TFLOP/s,
+// docs/PERFORMANCE.md). C is overwritten.
 void grouped_gemm(const GroupedGemm& g, const GemmProblem* problems, int64_t count, DType dtype,
                   bool allow_tf32);
 

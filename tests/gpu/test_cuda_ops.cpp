@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "core/loom.h"
+#include "core/ops/cuda_gemm.h"
 #include "kernels/cuda/runtime.h"
 #include "optim/adamw.h"
 #include "optim/muon.h"
@@ -199,6 +200,18 @@ TEST_F(Cuda, MatmulMatchesCpu) {
   const Tensor y = linear(xg, wg, bg);
   EXPECT_EQ(y.dtype(), DType::bf16);
   EXPECT_LE(rel_error(y, matmul(x, b.t()) + bias), 1e-2);
+}
+
+// The linear layer's weight and bias gradients from one GEMM (bias gradient in its epilogue):
+// over 4096 positive rows a bf16 running sum would stall far from the total, so the check that
+// db is within one bf16 rounding of the f64 sum shows the epilogue accumulates in f32.
+TEST_F(Cuda, BiasGradientEpilogueAccumulatesInF32) {
+  const Tensor dy = uniform({4096, 32}, 0, 1, 91).to(DType::bf16);
+  const Tensor x = uniform({4096, 24}, -1, 1, 92).to(DType::bf16);
+  const auto [dw, db] = ops::weight_and_bias_grad(dy.to(kGpu), x.to(kGpu));
+  EXPECT_EQ(db.dtype(), DType::bf16);
+  EXPECT_LE(rel_error(db, sum(dy.to(DType::f64), {0})), 4e-3);
+  EXPECT_LE(rel_error(dw, matmul(dy.to(DType::f64).t(), x.to(DType::f64))), 1e-2);
 }
 
 TEST_F(Cuda, NormsAndSoftmaxMatchCpu) {
