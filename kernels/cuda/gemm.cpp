@@ -7,7 +7,9 @@
 //
 // Plans: the matmul descriptor, the three layouts and the chosen algorithm are cached per
 // (shape, strides, dtype, TF32, operand alignment, epilogue), so a training step's repeated
-// GEMMs skip the heuristic query. The epilogue's vector and side-matrix pointers are set on the
+// GEMMs skip the heuristic query; unbatched GEMMs are keyed by size classes of m and k, so the
+// MoE experts' varying row counts reuse plans too (the heuristic query costs about as much host
+// time as a small GEMM's run). The epilogue's vector and side-matrix pointers are set on the
 // cached descriptor at each call (calls are serialized on the compute stream). One 32 MiB workspace per
 // device serves every call (all run on the compute stream, so they never overlap).
 
@@ -46,8 +48,20 @@ int alignment_of(const void* p) {
   return align;
 }
 
+// n rounded up to the next of four steps per power of two (at most 25% above n): the plan key's
+// size class of an unbatched GEMM's m and k.
+int64_t size_class(int64_t n) {
+  if (n <= 64) return n;
+  int64_t pow2 = 64;
+  while (pow2 * 2 < n) pow2 *= 2;  // pow2 < n <= 2 * pow2
+  const int64_t step = pow2 / 4;
+  return (n + step - 1) / step * step;
+}
+
+// dtype, TF32, transposes, m (class), n, k (class), lda, ldb, ldc, batch, strides, alignments,
+// device, epilogue.
 using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;  // last: epilogue
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
 
 // The cuBLASLt epilogue the set pointers ask for (kernels.h), or DEFAULT.
 cublasLtEpilogue_t epilogue_of(const Gemm& g) {
@@ -75,11 +89,16 @@ void check_epilogue(const Gemm& g, DType dtype) {
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLASLt's A (= our B), B, C
+  int64_t m = 0, k = 0;  // the exact sizes the layouts describe
   cublasLtMatmulAlgo_t algo{};
-  ~Plan() {
+  void destroy_layouts() {
     if (c) cublasLtMatrixLayoutDestroy(c);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (a) cublasLtMatrixLayoutDestroy(a);
+    a = b = c = nullptr;
+  }
+  ~Plan() {
+    destroy_layouts();
     if (desc) cublasLtMatmulDescDestroy(desc);
   }
 };
@@ -129,6 +148,47 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t co
   return l;
 }
 
+// (Re)makes the plan's three layouts for g's exact sizes.
+void set_layouts(Plan& plan, const Gemm& g, cudaDataType_t type) {
+  plan.destroy_layouts();
+  // Stored column-major shapes: our B is [k, n] row-major ([n, k] when transposed).
+  plan.a = g.trans_b ? make_layout(type, g.k, g.n, g.ldb, g.batch, g.stride_b)
+                     : make_layout(type, g.n, g.k, g.ldb, g.batch, g.stride_b);
+  plan.b = g.trans_a ? make_layout(type, g.m, g.k, g.lda, g.batch, g.stride_a)
+                     : make_layout(type, g.k, g.m, g.lda, g.batch, g.stride_a);
+  plan.c = make_layout(type, g.n, g.m, g.ldc, g.batch, g.stride_c);
+  plan.m = g.m;
+  plan.k = g.k;
+}
+
+// Sets plan.algo to cuBLASLt's first heuristic choice for the plan's descriptor and layouts.
+void choose_algo(cublasLtHandle_t handle, Plan& plan, const Gemm& g, const int (&align)[3]) {
+  cublasLtMatmulPreference_t pref = nullptr;
+  lt_check(cublasLtMatmulPreferenceCreate(&pref), "preference create");
+  const uint64_t ws = kWorkspaceBytes;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  const uint32_t al[3] = {uint32_t(align[1]), uint32_t(align[0]), uint32_t(align[2])};
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2],
+                                       sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
+                                       sizeof(uint32_t));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      handle, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    throw std::runtime_error("[cuda] gemm: no cuBLASLt algorithm for m=" + std::to_string(g.m) +
+                             " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k) +
+                             " batch=" + std::to_string(g.batch));
+  plan.algo = result.algo;
+}
+
 std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dtype,
                                 bool allow_tf32, const int (&align)[3]) {
   auto plan = std::make_unique<Plan>();
@@ -171,37 +231,8 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dt
                                             &aux_type, sizeof(aux_type)),
              "desc aux type");
   }
-  // Stored column-major shapes: our B is [k, n] row-major ([n, k] when transposed).
-  plan->a = g.trans_b ? make_layout(type, g.k, g.n, g.ldb, g.batch, g.stride_b)
-                      : make_layout(type, g.n, g.k, g.ldb, g.batch, g.stride_b);
-  plan->b = g.trans_a ? make_layout(type, g.m, g.k, g.lda, g.batch, g.stride_a)
-                      : make_layout(type, g.k, g.m, g.lda, g.batch, g.stride_a);
-  plan->c = make_layout(type, g.n, g.m, g.ldc, g.batch, g.stride_c);
-
-  cublasLtMatmulPreference_t pref = nullptr;
-  lt_check(cublasLtMatmulPreferenceCreate(&pref), "preference create");
-  const uint64_t ws = kWorkspaceBytes;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                       sizeof(ws));
-  const uint32_t al[3] = {uint32_t(align[1]), uint32_t(align[0]), uint32_t(align[2])};
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0],
-                                       sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1],
-                                       sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2],
-                                       sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2],
-                                       sizeof(uint32_t));
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-      handle, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
-    throw std::runtime_error("[cuda] gemm: no cuBLASLt algorithm for m=" + std::to_string(g.m) +
-                             " n=" + std::to_string(g.n) + " k=" + std::to_string(g.k) +
-                             " batch=" + std::to_string(g.batch));
-  plan->algo = result.algo;
+  set_layouts(*plan, g, type);
+  choose_algo(handle, *plan, g, align);
   return plan;
 }
 
@@ -227,13 +258,26 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, boo
   DeviceState& s = state(device);
   const int align[3] = {alignment_of(a), alignment_of(b), alignment_of(c)};
   check_epilogue(g, dtype);
-  const PlanKey key{int(dtype), allow_tf32, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
+  // Unbatched products share a plan across nearby m and k (the expert GEMMs' row counts change
+  // every step): the key holds their size classes, and a plan met at new exact sizes gets new
+  // layouts and keeps its algorithm if cuBLASLt accepts it for them, else asks the heuristic.
+  const bool exact = g.batch > 1;
+  const int64_t key_m = exact ? g.m : size_class(g.m), key_k = exact ? g.k : size_class(g.k);
+  const PlanKey key{int(dtype), allow_tf32, g.trans_a, g.trans_b, key_m, g.n, key_k, g.lda, g.ldb,
                     g.ldc, g.batch, g.stride_a, g.stride_b, g.stride_c, align[0], align[1],
                     align[2], device, int(epilogue_of(g))};
   auto it = s.plans.find(key);
   if (it == s.plans.end())
     it = s.plans.emplace(key, make_plan(s.handle, g, dtype, allow_tf32, align)).first;
-  const Plan& p = *it->second;
+  Plan& p = *it->second;
+  if (p.m != g.m || p.k != g.k) {
+    set_layouts(p, g, data_type(dtype));
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(s.handle, p.desc, p.a, p.b, p.c, p.c, &p.algo, &check) !=
+            CUBLAS_STATUS_SUCCESS ||
+        check.workspaceSize > kWorkspaceBytes)
+      choose_algo(s.handle, p, g, align);
+  }
   if (const void* vector = g.bias ? g.bias : g.a_row_sums)
     lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector,
                                             sizeof(vector)),
