@@ -1,6 +1,7 @@
 // libloom_kernel_trace.so: a kernel-level profile of any CUDA process, with no synchronization
 // added (unlike LOOM_PROFILE_OPS). Preload it:
-//   LD_PRELOAD=build-gpu/bench/kernel_trace/libloom_kernel_trace.so build-gpu/bench/bench_dit_train ...
+//   LD_PRELOAD=build-gpu/bench/kernel_trace/libloom_kernel_trace.so
+//     build-gpu/bench/bench_dit_train --device cuda ...
 // CUPTI's activity API records every kernel, memcpy and memset the process runs; at exit the
 // records are summed per (demangled, shortened) name, copies per direction and size, and printed
 // to stderr as a table sorted by total device time. LOOM_KERNEL_TRACE_ROWS sets how many rows

@@ -7,9 +7,9 @@
 // divisions per element. Binary then takes a typed kernel when every tensor operand has one
 // storage type (host scalars adapt) — the vectorized map when every operand is contiguous — and
 // otherwise a general one that loads each operand by its runtime dtype (mixed dtypes). Copy of
-// contiguous data is a device memcpy (same dtype) or a vectorized conversion (floating dtypes). The compute type is
-// double when any operand is f64 or an integer or bool (exact below 2^53), float otherwise
-// (bf16/f16 are loaded as float).
+// contiguous data is a device memcpy (same dtype) or a vectorized conversion (floating dtypes).
+// The compute type is double when any operand is f64 or an integer or bool (exact below 2^53),
+// float otherwise (bf16/f16 are loaded as float).
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"

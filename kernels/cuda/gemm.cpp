@@ -10,8 +10,8 @@
 // GEMMs skip the heuristic query; unbatched GEMMs are keyed by size classes of m and k, so the
 // MoE experts' varying row counts reuse plans too (the heuristic query costs about as much host
 // time as a small GEMM's run). The epilogue's vector and side-matrix pointers are set on the
-// cached descriptor at each call (calls are serialized on the compute stream). One 32 MiB workspace per
-// device serves every call (all run on the compute stream, so they never overlap).
+// cached descriptor at each call (calls are serialized on the compute stream). One 32 MiB
+// workspace per device serves every call (all run on the compute stream, so they never overlap).
 
 #include <cublasLt.h>
 
@@ -37,6 +37,12 @@ void lt_check(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS)
     throw std::runtime_error(std::string("[cuda] gemm: ") + what + " failed: " +
                              cublasLtGetStatusString(st));
+}
+
+template <class T>
+void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const T& value,
+                   const char* what) {
+  lt_check(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof(value)), what);
 }
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
@@ -205,31 +211,16 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t handle, const Gemm& g, DType dt
   // cuBLASLt's A is our B, its B our A (see the file comment).
   const cublasOperation_t op_lt_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_lt_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a,
-                                          sizeof(op_lt_a)),
-           "desc transa");
-  lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b,
-                                          sizeof(op_lt_b)),
-           "desc transb");
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, op_lt_a, "desc transa");
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, op_lt_b, "desc transb");
   const cublasLtEpilogue_t epilogue = epilogue_of(g);
   if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-    lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                            sizeof(epilogue)),
-             "desc epilogue");
-    const cudaDataType_t bias_type = type;
-    lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                            &bias_type, sizeof(bias_type)),
-             "desc bias type");
+    set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue, "desc epilogue");
+    set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, type, "desc bias type");
   }
   if (g.gelu_input) {  // the [m, n] side matrix: C's layout and dtype
-    const int64_t ld = g.ldc;
-    lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
-                                            sizeof(ld)),
-             "desc aux ld");
-    const cudaDataType_t aux_type = type;
-    lt_check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
-                                            &aux_type, sizeof(aux_type)),
-             "desc aux type");
+    set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, g.ldc, "desc aux ld");
+    set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, type, "desc aux type");
   }
   set_layouts(*plan, g, type);
   choose_algo(handle, *plan, g, align);
@@ -279,13 +270,10 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, boo
       choose_algo(s.handle, p, g, align);
   }
   if (const void* vector = g.bias ? g.bias : g.a_row_sums)
-    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector,
-                                            sizeof(vector)),
-             "desc bias pointer");
+    set_attribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, vector, "desc bias pointer");
   if (g.gelu_input)
-    lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                                            &g.gelu_input, sizeof(g.gelu_input)),
-             "desc aux pointer");
+    set_attribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, g.gelu_input,
+                  "desc aux pointer");
   const bool f64 = dtype == DType::f64;
   run_plan(s, p, a, b, c, f64);
 }

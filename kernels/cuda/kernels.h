@@ -84,8 +84,8 @@ void arg_reduce_rows(const void* x, int64_t* idx, DType dtype, int64_t rows, int
 //                        op(A) must be a transposed operand, trans_a)
 // cuBLASLt's DGELU_BGRAD epilogue (the backward twin of the GELU one) is not used: on the H200 it
 // ran as a separate kernel 3x slower than loom's vectorized GELU gradient (2026-11-29,
-// docs/PERFORMANCE.md). The algorithm is cuBLASLt's first heuristic choice (keeping the fastest of its first eight
-// moved a DiT-B/2 step by 0.6%, 2026-11-29, docs/PERFORMANCE.md).
+// docs/PERFORMANCE.md). The algorithm is cuBLASLt's first heuristic choice (keeping the fastest
+// of its first eight moved a DiT-B/2 step by 0.6%, 2026-11-29, docs/PERFORMANCE.md).
 struct Gemm {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;

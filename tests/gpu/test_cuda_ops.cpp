@@ -176,7 +176,8 @@ TEST_F(Cuda, MatmulMatchesCpu) {
   expect_twin_both("linear transposed output",
                    [](auto& v) { return linear(v[0], v[1], v[2]).t(); }, {a, b, bias});
   expect_twin_both("linear odd widths", [](auto& v) { return linear(v[0], v[1], v[2]); },
-                   {uniform({9, 5}, -1, 1, 27), uniform({7, 5}, -1, 1, 28), uniform({7}, -1, 1, 29)});
+                   {uniform({9, 5}, -1, 1, 27), uniform({7, 5}, -1, 1, 28),
+                    uniform({7}, -1, 1, 29)});
   // Widths on the 16-byte grid: the bf16 MLP is two GEMMs with GELU and bias-gradient epilogues;
   // other widths take the three separate ops. The gradient through the transposed output
   // reaches the GEMMs as a non-contiguous view.
