@@ -27,7 +27,6 @@ ShardedOptimizer::ShardedOptimizer(std::vector<Tensor> params, const OptimizerFa
                                    ShardCost cost, std::shared_ptr<parallel::Communicator> dp)
     : Optimizer(std::move(params), 0, "sharded"), dp_(std::move(dp)) {
   LOOM_CHECK(dp_ != nullptr, "[sharded] needs a data-parallel communicator");
-  require_cpu();  // units are packed and unpacked through host pointers
   // Validates every parameter and the configuration identically on every rank, before any
   // collective, so that a bad recipe throws everywhere instead of leaving ranks waiting.
   const std::unique_ptr<Optimizer> probe = make_inner(params_);
@@ -70,30 +69,27 @@ Tensor ShardedOptimizer::unit_of(const Tensor& t, size_t u) const {
 }
 
 void ShardedOptimizer::all_gather_units(
-    const std::function<const float*(size_t)>& pack,
-    const std::function<void(size_t, const float*)>& unpack) const {
+    const std::function<Tensor(size_t)>& pack,
+    const std::function<void(size_t, const Tensor&)>& unpack) const {
   const int64_t shard = *std::max_element(plan_.rank_numel.begin(), plan_.rank_numel.end());
   if (shard == 0) return;
-  Tensor send = empty({shard});
-  float* out = send.data<float>();
+  const Device device = params_.front().device();
+  Tensor send = zeros({shard}, DType::f32, device);
+  int64_t at = 0;
   for (size_t u : owned_) {
     const int64_t n = plan_.units[u].numel;
-    const float* values = pack(u);
-    if (values)
-      std::copy_n(values, n, out);
-    else
-      std::fill_n(out, n, 0.0f);
-    out += n;
+    if (const Tensor values = pack(u); values.defined())
+      copy_into(send.narrow(0, at, n), values.reshape({n}));
+    at += n;
   }
-  Tensor recv = empty({dp_->size() * shard});
+  Tensor recv = empty({dp_->size() * shard}, DType::f32, device);
   dp_->all_gather(send, recv);
-  const float* base = recv.data<float>();
   std::vector<int64_t> offset(static_cast<size_t>(dp_->size()));
   for (size_t r = 0; r < offset.size(); ++r) offset[r] = int64_t(r) * shard;
   for (size_t u = 0; u < plan_.units.size(); ++u) {
-    int64_t& at = offset[size_t(plan_.owner[u])];
-    unpack(u, base + at);
-    at += plan_.units[u].numel;
+    int64_t& from = offset[size_t(plan_.owner[u])];
+    unpack(u, recv.narrow(0, from, plan_.units[u].numel));
+    from += plan_.units[u].numel;
   }
 }
 
@@ -108,9 +104,9 @@ void ShardedOptimizer::step() {
   for (size_t u : owned_) unit_views_[u].set_grad(Tensor());
   // With one rank every unit is owned and already updated in place.
   if (dp_->size() == 1) return;
-  all_gather_units([&](size_t u) { return unit_views_[u].data<float>(); },
-                   [&](size_t u, const float* values) {
-                     std::copy_n(values, plan_.units[u].numel, unit_views_[u].data<float>());
+  all_gather_units([&](size_t u) { return unit_views_[u]; },
+                   [&](size_t u, const Tensor& values) {
+                     copy_into(unit_views_[u], values.reshape(unit_views_[u].shape()));
                    });
 }
 
@@ -158,21 +154,19 @@ std::vector<ParamState> ShardedOptimizer::state() const {
       agree(u, kind, present[plan_.units[u].param], row[u * W + t]);
     if (std::none_of(present.begin(), present.end(), [](int64_t p) { return p == 1; })) continue;
     for (size_t i = 0; i < params_.size(); ++i)
-      if (present[i] == 1) out[i].tensors[kind] = empty(params_[i].shape());
-    std::vector<Tensor> held(num_units);  // contiguous copies live until the gather is done
+      if (present[i] == 1)
+        out[i].tensors[kind] = empty(params_[i].shape(), DType::f32, params_[i].device());
     all_gather_units(
-        [&](size_t u) -> const float* {
+        [&](size_t u) {
           const auto& tensors = local[size_t(inner_index_[u])].tensors;
           const auto it = tensors.find(kind);
-          if (it == tensors.end()) return nullptr;
-          held[u] = it->second.contiguous();
-          return held[u].data<float>();
+          return it == tensors.end() ? Tensor() : it->second;
         },
-        [&](size_t u, const float* values) {
+        [&](size_t u, const Tensor& values) {
           const size_t i = plan_.units[u].param;
-          if (present[i] == 1)
-            std::copy_n(values, plan_.units[u].numel,
-                        unit_of(out[i].tensors[kind], u).data<float>());
+          if (present[i] != 1) return;
+          const Tensor dst = unit_of(out[i].tensors[kind], u);
+          copy_into(dst, values.reshape(dst.shape()));
         });
   }
   return out;

@@ -38,10 +38,11 @@
 // collective). State saved at one group size therefore loads at any other, and in the plain inner
 // optimizer (state_dict.h).
 //
-// Devices: CPU parameters only for now (units move through host buffers, as the MPI backend
-// does); a NCCL backend would gather device buffers the same way. The units are views of the
-// parameters' storage, so parameters must keep their storage after construction (loading a
-// state dict copies in place, which is fine; moving the model to another device is not).
+// Devices: the parameters must be f32 and on one device, CPU or CUDA; the gather buffers live
+// there too (the MPI communicator gathers host buffers, the NCCL one device buffers), and
+// units move in and out of them with copy ops. The units are views of the parameters' storage,
+// so parameters must keep their storage after construction (loading a state dict copies in
+// place, which is fine; moving the model to another device is not).
 //
 // Collectives: construction (one all-reduce that checks every rank has the same parameter shapes
 // and plan), step() and state() are collective over `dp`, issued in the same order on every rank.
@@ -84,10 +85,11 @@ class ShardedOptimizer final : public Optimizer {
 
  private:
   // Every rank's owned units, rank-major (rank r's units in unit order, padded to the largest
-  // shard), all-gathered in one collective. pack(u) gives owned unit u's values (nullptr: zeros);
-  // unpack(u, values) receives every unit's values.
-  void all_gather_units(const std::function<const float*(size_t)>& pack,
-                        const std::function<void(size_t, const float*)>& unpack) const;
+  // shard), all-gathered in one collective in f32 on the parameters' device. pack(u) gives owned
+  // unit u's values, any shape of its numel (undefined: zeros); unpack(u, values) receives every
+  // unit's values as a flat view of the gathered buffer.
+  void all_gather_units(const std::function<Tensor(size_t)>& pack,
+                        const std::function<void(size_t, const Tensor&)>& unpack) const;
   // Unit u of `t` (a parameter-shaped tensor): the whole tensor or its rows.
   Tensor unit_of(const Tensor& t, size_t u) const;
 

@@ -35,10 +35,6 @@ ParallelPlan parallel_plan_from_recipe(const Recipe& r, int world_size, const Mo
           "optim.shard_state = true cannot be combined with parallel.ep = " + str(ep) +
               " yet (the expert slices would have to be sharded over the ranks holding the same "
               "experts, not over dp); set optim.shard_state = false or parallel.ep = 1");
-  r.check(r.get_string("train.device") == "cpu" || !r.get_bool("optim.shard_state"),
-          "optim.shard_state",
-          "optim.shard_state = true is not supported with train.device = \"cuda\" yet (the "
-          "sharded optimizer packs its state through host memory); set it to false");
   const char* split_key = tp > 1 ? "parallel.tp" : "parallel.sp";
   r.check(model.num_heads > 0 || tp * sp == 1, split_key,
           "parallel.tp * parallel.sp = " + str(tp * sp) +

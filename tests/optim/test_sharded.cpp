@@ -34,6 +34,11 @@ TEST(ShardedLocal, ErrorsComeFromTheInnerOptimizerOrNameTheProblem) {
                         {"[muon] parameter 'x_embedder.proj.bias'", "AdamW group"});
   testing::expect_error([&] { zero1_adamw(ps, kAdamW, nullptr); },
                         "[sharded] needs a data-parallel communicator");
+  // The shards travel as f32 on the parameters' one device: an f64 parameter is refused by name.
+  std::vector<Tensor> wide = copy_params(model_params());
+  wide[0] = wide[0].detach().to(DType::f64).set_name("wide");
+  testing::expect_error([&] { zero1_adamw(wide, kAdamW, local); },
+                        {"[sharded] parameter 'wide' has dtype f64", "parameters must be f32"});
 }
 
 }  // namespace

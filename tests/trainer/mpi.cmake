@@ -23,8 +23,9 @@ foreach(scenario_np dp2:2 dp4:4 dp2_accum2:2 classifier_dp2:2 resume_dp2_dp4:4 t
 endforeach()
 # The same scenarios on GPUs, one per rank, NCCL between them (label gpu; skipped where the
 # machine has fewer GPUs than the scenario's ranks): f32, and bf16 autocast for dp2.
-foreach(scenario_np dp2:2 dp2_accum2:2 tp2:2 tp2_seqpar:2 sp2:2 ep2_dp2:2
-                    dp4:4 dp2_tp2:4 muon_dp2_tp2:4 ep2_dp4:4 resume_dp2tp2_np1:4 dp2:2:bf16)
+foreach(scenario_np dp2:2 dp2_accum2:2 tp2:2 tp2_seqpar:2 sp2:2 ep2_dp2:2 zero1_adamw_dp2:2
+                    dp4:4 dp2_tp2:4 muon_dp2_tp2:4 zero1_muon_dp2_tp2:4 ep2_dp4:4
+                    resume_dp2tp2_np1:4 dp2:2:bf16)
   string(REPLACE ":" ";" parts ${scenario_np})
   list(GET parts 0 scenario)
   list(GET parts 1 np)

@@ -123,16 +123,12 @@ TEST(ParallelPlan, ExpertParallelismIsAcceptedWithoutShardedState) {
        "set optim.shard_state = false or parallel.ep = 1"});
 }
 
-TEST(ParallelPlan, ShardedStateOnGpusIsRefused) {
-  EXPECT_TRUE(parallel_plan_from_recipe(recipe({"parallel.dp=2", "optim.shard_state=true"}), 2,
-                                        kDit)
-                  .shard_optimizer_state);
-  testing::expect_error(
-      [] {
-        parallel_plan_from_recipe(
-            recipe({"parallel.dp=2", "optim.shard_state=true", "train.device=cuda"}), 2, kDit);
-      },
-      {"optim.shard_state: ", "not supported with train.device = \"cuda\"", "set it to false"});
+TEST(ParallelPlan, ShardedStateOnCpusAndGpus) {
+  for (const char* device : {"train.device=cpu", "train.device=cuda"})
+    EXPECT_TRUE(parallel_plan_from_recipe(
+                    recipe({"parallel.dp=2", "optim.shard_state=true", device}), 2, kDit)
+                    .shard_optimizer_state)
+        << device;
 }
 
 TEST(ParallelPlan, SplittingTheClassifierIsRefused) {
