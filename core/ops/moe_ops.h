@@ -35,7 +35,8 @@ ExpertDispatch sort_by_expert(const Tensor& topk_idx, int64_t n_experts, int64_t
 // [L, F, D] with L == counts.size() -> [M, F]: the rows of expert l times w[l]^T. Reference: cat
 // over l of linear(x_l, w[l]). Gradients: dx_l = g_l w[l], dw[l] = g_l^T x_l (exactly zero for an
 // expert with no rows), both grouped the same way (and differentiable again). f32/f64 on the CPU
-// (one BLAS GEMM per expert), f32/bf16/f16/f64 on CUDA (one grouped cuBLAS call per product).
+// (one BLAS GEMM per expert), f32/bf16/f16/f64 on CUDA (one cuBLASLt GEMM per expert;
+// kernels/cuda/moe.h).
 // Under autocast x and w are cast to the autocast dtype, as matmul does, and so is the result.
 Tensor grouped_linear(const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts);
 
