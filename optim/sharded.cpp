@@ -74,12 +74,14 @@ void ShardedOptimizer::all_gather_units(
   const int64_t shard = *std::max_element(plan_.rank_numel.begin(), plan_.rank_numel.end());
   if (shard == 0) return;
   const Device device = params_.front().device();
-  Tensor send = zeros({shard}, DType::f32, device);
+  // The padding after this rank's units is sent but never read.
+  Tensor send = empty({shard}, DType::f32, device);
   int64_t at = 0;
   for (size_t u : owned_) {
     const int64_t n = plan_.units[u].numel;
-    if (const Tensor values = pack(u); values.defined())
-      copy_into(send.narrow(0, at, n), values.reshape({n}));
+    const Tensor values = pack(u);
+    copy_into(send.narrow(0, at, n),
+              values.defined() ? values.reshape({n}) : zeros({}, DType::f32, device));
     at += n;
   }
   Tensor recv = empty({dp_->size() * shard}, DType::f32, device);

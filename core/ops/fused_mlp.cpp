@@ -64,7 +64,9 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tenso
              shape_str(x.shape()), " does not match weight ", shape_str(w1.shape()));
   const Tensor xc = autocast(x), w1c = autocast(w1), b1c = autocast(b1), w2c = autocast(w2),
                b2c = autocast(b2);
-  if (!fused_applies(xc, w1c, b1c, w2c, b2c)) return linear(gelu_tanh(linear(x, w1, b1)), w2, b2);
+  // linear casts under autocast too; handing it the cast operands keeps it from casting again.
+  if (!fused_applies(xc, w1c, b1c, w2c, b2c))
+    return linear(gelu_tanh(linear(xc, w1c, b1c)), w2c, b2c);
   Shape out_shape = x.shape();
   out_shape.back() = w2.size(0);
   return apply<GeluMlpOp>({xc.reshape({-1, w1.size(1)}), w1c, b1c, w2c, b2c})[0].reshape(

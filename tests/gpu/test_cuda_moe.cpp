@@ -19,54 +19,13 @@
 namespace loom {
 namespace {
 
+using testing::expect_twin;
 using testing::kGpu;
 using testing::rel_error;
 using testing::uniform;
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+using Fn = testing::TwinFn;
 
 using CudaMoE = testing::CudaTest;
-
-// f on f64 CPU inputs rounded to `dtype` (the reference) against f on CUDA copies in `dtype`
-// (or in f32 under bf16 autocast when `autocast` is set): the output and the gradient of every
-// floating input of sum(f(x) * w), within `tol` (4 tol for gradients) relative error.
-void expect_twin(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs,
-                 DType dtype, double tol, bool autocast = false) {
-  SCOPED_TRACE(what + " (" + dtype_name(dtype) + (autocast ? ", autocast" : "") + ")");
-  std::vector<Tensor> cpu, gpu;
-  for (const Tensor& t : inputs) {
-    const bool fl = is_floating(t.dtype());
-    const DType on_gpu = autocast ? DType::f32 : dtype;
-    // The reference sees the GPU's rounded operands, so only the arithmetic differs.
-    // detach: a cast to the same dtype hands back t itself, which must not become a grad leaf
-    // shared by the next call.
-    Tensor c = fl ? t.to(dtype).to(DType::f64).detach() : t;
-    Tensor g = fl ? (autocast ? t.to(dtype).to(on_gpu) : t.to(on_gpu)).to(kGpu).detach()
-                  : t.to(kGpu);
-    if (fl) {
-      c.set_requires_grad(true);
-      g.set_requires_grad(true);
-    }
-    cpu.push_back(c);
-    gpu.push_back(g);
-  }
-  const Tensor yc = f(cpu);
-  Tensor yg;
-  {
-    AutocastGuard guard(DType::bf16, autocast);
-    yg = f(gpu);
-  }
-  ASSERT_EQ(yg.device(), kGpu);
-  ASSERT_EQ(yc.shape(), yg.shape());
-  EXPECT_LE(rel_error(yg, yc), tol) << "forward";
-  const Tensor w = uniform(yc.shape(), 0.5, 1.5, 7);
-  sum(yc * w).backward();
-  sum(yg * w.to(yg.dtype()).to(kGpu)).backward();
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!cpu[i].requires_grad()) continue;
-    ASSERT_TRUE(gpu[i].grad().defined()) << "input " << i << " got no gradient";
-    EXPECT_LE(rel_error(gpu[i].grad(), cpu[i].grad()), 4 * tol) << "gradient of input " << i;
-  }
-}
 
 // f32, f64, and bf16 (through autocast from f32 operands when `autocast`, else bf16 operands).
 void expect_twin_all(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs,

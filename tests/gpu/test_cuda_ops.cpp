@@ -16,47 +16,13 @@ namespace loom {
 namespace {
 
 using testing::allclose;
+using testing::expect_twin;
 using testing::kGpu;
 using testing::rel_error;
 using testing::uniform;
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+using Fn = testing::TwinFn;
 
 using Cuda = testing::CudaTest;
-
-// Runs f on f64 CPU inputs (the reference) and on CUDA copies cast to `dtype`; compares the output
-// and every floating input's gradient of sum(f(x) * w) within `tol` relative error.
-void expect_twin(const std::string& what, const Fn& f, std::vector<Tensor> inputs,
-                 DType dtype = DType::f32, double tol = 1e-5, bool grads = true) {
-  SCOPED_TRACE(what + " (" + dtype_name(dtype) + ")");
-  std::vector<Tensor> cpu, gpu;
-  for (const Tensor& t : inputs) {
-    const bool fl = is_floating(t.dtype());
-    Tensor c = t.contiguous().detach();
-    // The reference sees the GPU's rounded inputs, so only the arithmetic differs.
-    if (fl) c = c.to(dtype).to(DType::f64);
-    Tensor g = fl ? t.to(dtype).to(kGpu).detach() : t.to(kGpu).detach();
-    if (fl && grads) {
-      c.set_requires_grad(true);
-      g.set_requires_grad(true);
-    }
-    cpu.push_back(c);
-    gpu.push_back(g);
-  }
-  const Tensor yc = f(cpu), yg = f(gpu);
-  ASSERT_EQ(yg.device(), kGpu);
-  ASSERT_EQ(yc.shape(), yg.shape());
-  EXPECT_LE(rel_error(yg, yc), tol) << "forward";
-  if (!grads || !is_floating(yc.dtype())) return;
-  const Tensor w = uniform(yc.shape(), 0.5, 1.5, 7);
-  sum(yc * w).backward();
-  sum(yg * w.to(yg.dtype()).to(kGpu)).backward();
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!cpu[i].requires_grad()) continue;
-    ASSERT_TRUE(gpu[i].grad().defined()) << "input " << i << " got no gradient";
-    EXPECT_EQ(gpu[i].grad().device(), kGpu);
-    EXPECT_LE(rel_error(gpu[i].grad(), cpu[i].grad()), tol * 4) << "gradient of input " << i;
-  }
-}
 
 void expect_twin_both(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs) {
   expect_twin(what, f, inputs, DType::f32, 2e-5);
