@@ -58,14 +58,20 @@ ExpertDispatch sort_on_host(const Tensor& topk_idx, int64_t n_experts, int64_t c
   }
   d.order = empty({kept}, DType::i64);
   d.token = empty({kept}, DType::i64);
+  d.position = empty({m}, DType::i64);
   int64_t* order = d.order.data<int64_t>();
   int64_t* token = d.token.data<int64_t>();
+  int64_t* position = d.position.data<int64_t>();
   for (int64_t p = 0; p < m; ++p) {
     const size_t e = size_t(idx[size_t(p)]);
-    if (next[e] == end[e]) continue;  // over capacity: dropped
+    if (next[e] == end[e]) {  // over capacity: dropped
+      position[p] = -1;
+      continue;
+    }
     const int64_t pos = next[e]++;
     order[pos] = p;
     token[pos] = p / k;
+    position[p] = pos;
   }
   return d;
 }
@@ -78,7 +84,8 @@ ExpertDispatch sort_on_device(const Tensor& topk_idx, int64_t n_experts, int64_t
   const Device device = ids.device();
   // Sized for every assignment; narrowed to the kept ones once the counts are known.
   Tensor order = empty({n_assign}, DType::i64, device),
-         token = empty({n_assign}, DType::i64, device);
+         token = empty({n_assign}, DType::i64, device),
+         position = empty({n_assign}, DType::i64, device);
   Tensor summary = empty({n_experts + 1}, DType::i64, device);
   kernels::cuda::expert_sort({.ids = ids.raw_data(),
                               .ids_dtype = ids.dtype(),
@@ -88,6 +95,7 @@ ExpertDispatch sort_on_device(const Tensor& topk_idx, int64_t n_experts, int64_t
                               .capacity = capacity,
                               .order = order.data<int64_t>(),
                               .token = token.data<int64_t>(),
+                              .position = position.data<int64_t>(),
                               .routed = summary.data<int64_t>()});
   std::vector<int64_t> routed = summary.to_vector<int64_t>();  // the one synchronization
   const int64_t bad = routed.back();
@@ -100,6 +108,7 @@ ExpertDispatch sort_on_device(const Tensor& topk_idx, int64_t n_experts, int64_t
   for (int64_t c : d.counts) kept += c;
   d.order = order.narrow(0, 0, kept);
   d.token = token.narrow(0, 0, kept);
+  d.position = position;
   d.routed = summary.narrow(0, 0, n_experts);
   return d;
 }

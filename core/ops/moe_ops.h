@@ -17,14 +17,15 @@ namespace loom {
 struct ExpertDispatch {
   Tensor order;                  // i64 [M]: assignment p at each sorted position (M = sum(counts))
   Tensor token;                  // i64 [M]: order / k, the token row of each sorted position
+  Tensor position;               // i64 [N * k]: sorted position of assignment p, -1 if dropped
   Tensor routed;                 // i64 [E]: assignments per expert before the capacity cut
   std::vector<int64_t> counts;   // [E]: kept assignments per expert; expert e's rows follow e-1's
   std::vector<int64_t> dropped;  // [E]: assignments of expert e beyond the capacity (0 if none)
 };
 
 // Sorts the top-k expert ids topk_idx (i64 or i32 [N, k], values in [0, n_experts)) by expert,
-// keeping at most `capacity` assignments per expert (0: no limit). order, token and routed live on
-// topk_idx's device; counts and dropped on the host. On CUDA the sort runs on the device (at
+// keeping at most `capacity` assignments per expert (0: no limit). order, token, position and
+// routed live on topk_idx's device; counts and dropped on the host. On CUDA the sort runs on the device (at
 // most 2048 experts) and only routed comes back to the host, which is this function's one
 // synchronization. Not differentiable. Throws naming the assignment for an
 // id out of range, and for a negative capacity.

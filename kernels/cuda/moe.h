@@ -74,14 +74,16 @@ void swiglu_backward(const void* a, const void* b, const void* dy, void* da, voi
 // The stable counting sort of n_assign routing assignments by expert (the CPU twin is
 // sort_by_expert in core/ops/moe_ops.cpp): assignment p = token * top_k + slot has expert ids[p].
 // Within an expert, assignments keep increasing p; with capacity > 0 only the first `capacity` of
-// each expert are kept. Kept assignment p at sorted position q gets order[q] = p and
-// token[q] = p / top_k; positions follow expert id (expert e's after e - 1's).
+// each expert are kept. Kept assignment p at sorted position q gets order[q] = p,
+// token[q] = p / top_k and position[p] = q; a dropped one position[p] = -1. Positions follow
+// expert id (expert e's after e - 1's).
 struct ExpertSort {
   const void* ids = nullptr;  // [n_assign], i32 or i64
   DType ids_dtype = DType::i64;
   int64_t n_assign = 0, top_k = 1, n_experts = 1, capacity = 0;  // n_experts <= kMaxSortExperts
-  int64_t* order = nullptr;  // [n_assign]: the first sum(kept) entries written
-  int64_t* token = nullptr;  // [n_assign]: likewise
+  int64_t* order = nullptr;     // [n_assign]: the first sum(kept) entries written
+  int64_t* token = nullptr;     // [n_assign]: likewise
+  int64_t* position = nullptr;  // [n_assign]: every entry of a valid id written
   // [n_experts + 1]: assignments per expert before the capacity cut, then the first assignment
   // whose id lies outside [0, n_experts) (n_assign when none; such assignments are skipped).
   int64_t* routed = nullptr;
@@ -89,5 +91,26 @@ struct ExpertSort {
 constexpr int64_t kMaxSortExperts = 2048;
 // Three launches (per-chunk histograms, their scan, the stable scatter); does not synchronize.
 void expert_sort(const ExpertSort& s);
+
+// -- dispatch and combine of expert-sorted rows (expert_rows.cu) -------------------------------
+// The twins of core/ops/expert_rows.cpp's CPU loops. Rows of `width` contiguous elements; sorted
+// row r came from token token[r]; slot j of token t sits at row position[t * top_k + j], or
+// nowhere when that is negative (dropped). Sums run in slot order in the compute type (f32 for
+// 16-bit, f64 for f64): deterministic, no atomics. `acc` is the dtype of base, out, weight and the
+// output gradient (f32, f64, bf16, f16); `rows` that of the expert rows, either acc or, with acc
+// f32, bf16 or f16.
+struct ExpertRows {
+  const int64_t* token = nullptr;     // [n_rows]
+  const int64_t* position = nullptr;  // [n_tokens * top_k]
+  int64_t n_tokens = 0, top_k = 1, n_rows = 0, width = 0;
+};
+// out[t] = base[t] + sum over kept slots (row r) of weight[r] * y[r].
+void combine_rows_forward(const ExpertRows& r, const void* base, const void* y, const void* weight,
+                          void* out, DType acc, DType rows);
+// dy[r] = weight[r] * g[token[r]] (in `rows`), dweight[r] = sum_c g[token[r], c] * y[r, c].
+void combine_rows_backward(const ExpertRows& r, const void* g, const void* y, const void* weight,
+                           void* dy, void* dweight, DType acc, DType rows);
+// dx[t] = sum over kept slots (row r) of drows[r], zeros for a token without one; one dtype.
+void gather_slot_sum(const ExpertRows& r, const void* drows, void* dx, DType dtype);
 
 }  // namespace loom::kernels::cuda

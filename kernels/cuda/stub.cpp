@@ -172,5 +172,16 @@ void swiglu_backward(const void*, const void*, const void*, void*, void*, DType,
 void expert_sort(const ExpertSort&) {
   no_cuda("expert_sort");
 }
+void combine_rows_forward(const ExpertRows&, const void*, const void*, const void*, void*, DType,
+                          DType) {
+  no_cuda("combine_rows_forward");
+}
+void combine_rows_backward(const ExpertRows&, const void*, const void*, const void*, void*, void*,
+                           DType, DType) {
+  no_cuda("combine_rows_backward");
+}
+void gather_slot_sum(const ExpertRows&, const void*, void*, DType) {
+  no_cuda("gather_slot_sum");
+}
 
 }  // namespace loom::kernels::cuda

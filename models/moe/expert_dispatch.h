@@ -3,7 +3,7 @@
 // to which row of the expert-sorted batch, and which assignments a capacity limit drops. The sort
 // itself is the core op loom::sort_by_expert (core/ops/moe_ops.h: a stable counting sort, on the
 // device for CUDA indices), re-exported here with its result type; the layer turns the result into
-// one index_select (dispatch) and one index_add (combine).
+// dispatch_expert_rows and combine_expert_rows (core/ops/expert_rows.h).
 //
 // Assignment p = n * k + j is slot j of token n. Within an expert the sorted assignments keep
 // increasing p (token order, then slot). A capacity C keeps the first C assignments of each expert

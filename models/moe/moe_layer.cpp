@@ -4,6 +4,7 @@
 
 #include "core/autocast.h"
 #include "core/ops/elementwise.h"
+#include "core/ops/expert_rows.h"
 #include "core/ops/index.h"
 #include "core/ops/linalg.h"
 #include "core/ops/nn.h"
@@ -110,8 +111,9 @@ MoELayer::Output MoELayer::forward(const Tensor& h) const {
   // in the parameters' dtype all the same.
   const DType acc = experts_->w_gate().dtype();
   LOOM_CHECK(h.dtype() == acc || (autocast_dtype() == h.dtype() && h.device().is_cuda()),
-             "[MoELayer] input dtype ", dtype_name(h.dtype()), " differs from the parameters' dtype ",
-             dtype_name(acc), " (and is not the autocast dtype)");
+             "[MoELayer] input dtype ", dtype_name(h.dtype()),
+             " differs from the parameters' dtype ", dtype_name(acc),
+             " (and is not the autocast dtype)");
   const int64_t n = h.numel() / cfg_.d_model, k = cfg_.top_k, n_experts = cfg_.n_experts;
   LOOM_CHECK(n >= 1, "[MoELayer] input has no tokens: ", shape_str(h.shape()));
   const Tensor x = h.reshape({n, cfg_.d_model});
@@ -121,16 +123,17 @@ MoELayer::Output MoELayer::forward(const Tensor& h) const {
   const ExpertDispatch d = sort_by_expert(top.indices, n_experts,
                                           expert_capacity(cfg_.capacity_factor, n, k, n_experts));
 
-  const Tensor x_sorted = index_select(x, 0, d.token);
+  const Tensor x_sorted = dispatch_expert_rows(x, d.token, d.position);
   const Tensor weight_sorted = index_select(top.values.reshape({n * k}), 0, d.order).to(acc);
-  const Tensor y_sorted = run_experts(x_sorted, d.counts) * weight_sorted.unsqueeze(1);
-  // The shared expert's output doubles as the accumulator of the routed contributions, in the
+  // The shared expert's output is the base the routed contributions are added to, in the
   // parameters' dtype (f32 under autocast, whose expert matmuls answer in bf16).
   const Tensor base =
       shared_ ? shared_->forward(x).to(acc) : zeros({n, cfg_.d_model}, acc, h.device());
 
   Output out;
-  out.y = index_add(base, 0, d.token, y_sorted.to(acc)).reshape(h.shape());
+  out.y =
+      combine_expert_rows(base, run_experts(x_sorted, d.counts), weight_sorted, d.token, d.position)
+          .reshape(h.shape());
   if (is_training())
     out.aux_loss = sum(mean(probs, {0}) * load_fractions(d, n, probs.dtype())) * cfg_.aux_loss_coef;
   out.expert_counts = from_vector(routed_on_host(d), {n_experts});

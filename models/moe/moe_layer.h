@@ -13,9 +13,10 @@
 // Dispatch sorts the N*k (token, slot) assignments by expert id (a stable counting sort, on the
 // device for CUDA inputs, whose only host transfer is the E counts; top-k indices carry no
 // gradient), gathers the token rows into expert-contiguous order, runs the experts as grouped
-// GEMMs over their contiguous slices of rows (GroupedExperts), scales the rows by their routing
-// weights and index_adds them back onto the shared expert's output (or zeros). Equal assignments
-// therefore meet in a fixed order, so results do not depend on the thread count.
+// GEMMs over their contiguous slices of rows (GroupedExperts), and adds each token's rows, scaled
+// by their routing weights, onto the shared expert's output (or zeros) in slot order
+// (core/ops/expert_rows.h: gathers both ways, no atomics). Results are therefore deterministic
+// and do not depend on the thread count.
 //
 // Expert parallelism (docs/EXPERT_PARALLEL.md). Given an ep group of P > 1 ranks, each rank holds
 // the experts [r E/P, (r+1) E/P) (GroupedExperts); router, shared expert and everything else are

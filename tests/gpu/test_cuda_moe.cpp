@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/loom.h"
+#include "core/ops/expert_rows.h"
 #include "core/ops/moe_ops.h"
 #include "kernels/cuda/runtime.h"
 #include "models/moe/moe_layer.h"
@@ -46,6 +47,7 @@ void expect_same_dispatch(const Tensor& ids, int64_t n_experts, int64_t capacity
   EXPECT_EQ(dev.routed.to_vector<int64_t>(), host.routed.to_vector<int64_t>());
   EXPECT_EQ(dev.order.to_vector<int64_t>(), host.order.to_vector<int64_t>());
   EXPECT_EQ(dev.token.to_vector<int64_t>(), host.token.to_vector<int64_t>());
+  EXPECT_EQ(dev.position.to_vector<int64_t>(), host.position.to_vector<int64_t>());
 }
 
 TEST_F(CudaMoE, ExpertSortEqualsTheHostSort) {
@@ -125,6 +127,64 @@ TEST_F(CudaMoE, GradcheckOnTheGpu) {
                             uniform({3, 6, 4}, -1, 1, 33), uniform({3, 4, 6}, -1, 1, 34)};
   for (Tensor& t : in) t = t.to(kGpu);
   EXPECT_TRUE(testing::gradcheck(chain, in, 1e-6, 1e-6, 1e-4));
+}
+
+// dispatch_expert_rows and combine_expert_rows against the CPU, with dropped slots (capacity),
+// widths on and off the 4-element vector grid, and combine's mixed path (f32 base and weight, bf16
+// expert rows, as under autocast).
+TEST_F(CudaMoE, ExpertRowsMatchCpu) {
+  Generator gen(8, 0);
+  for (int64_t width : {64, 33}) {
+    for (int64_t capacity : {0, 40}) {
+      const int64_t n = 100, k = 2, e = 4;
+      const ExpertDispatch d = sort_by_expert(randint(0, e, {n, k}, gen), e, capacity);
+      const int64_t m = d.token.numel();
+      const std::string what =
+          "width " + std::to_string(width) + ", " + std::to_string(m) + " rows";
+      expect_twin_all(
+          "dispatch_expert_rows " + what,
+          [](auto& x) { return dispatch_expert_rows(x[0], x[1], x[2]); },
+          {uniform({n, width}, -1, 1, 61), d.token, d.position}, /*autocast=*/false);
+      const std::vector<Tensor> in = {uniform({n, width}, -1, 1, 62),
+                                      uniform({m, width}, -1, 1, 63), uniform({m}, 0, 1, 64),
+                                      d.token, d.position};
+      expect_twin_all(
+          "combine_expert_rows " + what,
+          [](auto& x) { return combine_expert_rows(x[0], x[1], x[2], x[3], x[4]); }, in,
+          /*autocast=*/false);
+      expect_twin(
+          "combine_expert_rows with bf16 rows " + what,
+          [](auto& x) { return combine_expert_rows(x[0], x[1].to(DType::bf16), x[2], x[3], x[4]); },
+          in, DType::f32, 1e-2);
+    }
+  }
+}
+
+// The layer's gradients are the same bits on every run: dispatch and combine gather in slot order
+// (the index_add they replace added with atomics in whatever order the threads came).
+TEST_F(CudaMoE, MoELayerBackwardIsRepeatable) {
+  const moe::MoEConfig cfg{
+      .d_model = 64, .n_experts = 8, .top_k = 2, .d_ff = 96, .shared_hidden = 64};
+  Generator gen(6);
+  moe::MoELayer layer(cfg, gen);
+  layer.to(kGpu);
+  const Tensor h = uniform({8, 64, 64}, -1, 1, 42).to(kGpu);
+  const auto gradients = [&] {
+    const Tensor x = h.detach().set_requires_grad();
+    {
+      AutocastGuard guard(DType::bf16);
+      sum(layer.forward(x).y).backward();
+    }
+    std::vector<Tensor> g = {x.grad().clone()};
+    for (auto& [name, p] : layer.named_parameters()) {
+      g.push_back(p.grad().clone());
+      p.zero_grad();
+    }
+    return g;
+  };
+  const std::vector<Tensor> first = gradients(), second = gradients();
+  for (size_t i = 0; i < first.size(); ++i)
+    EXPECT_EQ(amax(abs(first[i] - second[i])).item(), 0.0) << "gradient " << i;
 }
 
 // The whole layer (router, device sort, grouped experts, shared expert, balance loss) on the GPU
