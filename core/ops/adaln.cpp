@@ -43,9 +43,12 @@ Tensor over_tokens(const Tensor& v) {
 
 // ---- layer_norm_modulate ------------------------------------------------------------------------
 // The row statistics stay in the op instead of being outputs: saved outputs would keep y alive.
+// With `residual`, x itself is a second output, and the gradient reaching it is added to dx by the
+// backward kernel.
 class LayerNormModulateOp final : public Op {
  public:
-  LayerNormModulateOp(double eps, DType y_dtype) : eps_(eps), y_dtype_(y_dtype) {}
+  LayerNormModulateOp(double eps, DType y_dtype, bool residual)
+      : eps_(eps), y_dtype_(y_dtype), residual_(residual) {}
   const char* name() const override { return "layer_norm_modulate"; }
   bool saves_input(int index) const override { return index != 1; }  // x and scale
   std::vector<Tensor> forward(const std::vector<Tensor>& in) override {
@@ -60,33 +63,36 @@ class LayerNormModulateOp final : public Op {
       kernels::cuda::layer_norm_modulate_forward(x.raw_data(), shift.raw_data(), scale.raw_data(),
                                                  y.raw_data(), mean_.raw_data(), rstd_.raw_data(),
                                                  x.dtype(), y_dtype_, B, T, C, eps_);
-      return {y};
+      return outputs(y, in[0]);
     }
     LOOM_DISPATCH_FLOAT(x.dtype(), name(), [&] {
       kernels::cpu::layer_norm_modulate_forward(
           x.data<scalar_t>(), shift.data<scalar_t>(), scale.data<scalar_t>(), y.data<scalar_t>(),
           mean_.data<scalar_t>(), rstd_.data<scalar_t>(), B, T, C, eps_);
     });
-    return {y};
+    return outputs(y, in[0]);
   }
   std::vector<Tensor> backward(const SavedContext& ctx, const std::vector<Tensor>& g) override {
     const Tensor x = ctx.inputs[0].contiguous();
     const Tensor scale = vector_operand(ctx.inputs[2], x.shape(), x.dtype());
     const Tensor dy = g[0].to(y_dtype_).contiguous();
+    const Tensor dres = residual_ ? g[1].to(x.dtype()).contiguous() : Tensor();
+    const void* dres_data = dres.defined() ? dres.raw_data() : nullptr;
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     Tensor dx = empty(x.shape(), x.dtype(), x.device());
     Tensor dshift = empty({B, C}, compute_dtype(x.dtype()), x.device());
     Tensor dscale = empty({B, C}, compute_dtype(x.dtype()), x.device());
     if (x.device().is_cuda()) {
-      kernels::cuda::layer_norm_modulate_backward(
-          x.raw_data(), scale.raw_data(), mean_.raw_data(), rstd_.raw_data(), dy.raw_data(),
-          dx.raw_data(), dshift.raw_data(), dscale.raw_data(), x.dtype(), y_dtype_, B, T, C);
+      kernels::cuda::layer_norm_modulate_backward(x.raw_data(), scale.raw_data(), mean_.raw_data(),
+                                                  rstd_.raw_data(), dy.raw_data(), dres_data,
+                                                  dx.raw_data(), dshift.raw_data(),
+                                                  dscale.raw_data(), x.dtype(), y_dtype_, B, T, C);
     } else {
       LOOM_DISPATCH_FLOAT(x.dtype(), name(), [&] {
         kernels::cpu::layer_norm_modulate_backward(
             x.data<scalar_t>(), scale.data<scalar_t>(), mean_.data<scalar_t>(),
-            rstd_.data<scalar_t>(), dy.data<scalar_t>(), dx.data<scalar_t>(),
-            dshift.data<scalar_t>(), dscale.data<scalar_t>(), B, T, C);
+            rstd_.data<scalar_t>(), dy.data<scalar_t>(), static_cast<const scalar_t*>(dres_data),
+            dx.data<scalar_t>(), dshift.data<scalar_t>(), dscale.data<scalar_t>(), B, T, C);
       });
     }
     return {ctx.needs_grad[0] ? dx : Tensor(),
@@ -95,8 +101,13 @@ class LayerNormModulateOp final : public Op {
   }
 
  private:
+  std::vector<Tensor> outputs(const Tensor& y, const Tensor& x) const {
+    return residual_ ? std::vector<Tensor>{y, x} : std::vector<Tensor>{y};
+  }
+
   double eps_;
   DType y_dtype_;
+  bool residual_;
   Tensor mean_, rstd_;  // [B * T], compute dtype
 };
 
@@ -175,20 +186,35 @@ DType modulated_dtype(const Tensor& x) {
              : x.dtype();
 }
 
-}  // namespace
-
-Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, double eps) {
-  const char* op = "layer_norm_modulate";
+// The checks of layer_norm_modulate and its residual form.
+void check_layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale,
+                               double eps, const char* op) {
   check_activation(x, op, "x");
   LOOM_CHECK(x.size(2) > 0, "[", op, "] normalizes the last dim, which must be non-empty; got x ",
              shape_str(x.shape()));
   LOOM_CHECK(eps >= 0, "[", op, "] eps must be >= 0, got ", eps);
   check_vector(shift, x, op, "shift");
   check_vector(scale, x, op, "scale");
+}
+
+}  // namespace
+
+Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, double eps) {
+  check_layer_norm_modulate(x, shift, scale, eps, "layer_norm_modulate");
   const DType y_dtype = modulated_dtype(x);
   if (too_long_for_kernels(x))
     return layer_norm_modulate_reference(x, shift, scale, eps).to(y_dtype);
-  return apply<LayerNormModulateOp>({x, shift, scale}, eps, y_dtype)[0];
+  return apply<LayerNormModulateOp>({x, shift, scale}, eps, y_dtype, false)[0];
+}
+
+NormedAndResidual layer_norm_modulate_residual(const Tensor& x, const Tensor& shift,
+                                               const Tensor& scale, double eps) {
+  check_layer_norm_modulate(x, shift, scale, eps, "layer_norm_modulate_residual");
+  const DType y_dtype = modulated_dtype(x);
+  if (too_long_for_kernels(x))
+    return {layer_norm_modulate_reference(x, shift, scale, eps).to(y_dtype), x};
+  const std::vector<Tensor> out = apply<LayerNormModulateOp>({x, shift, scale}, eps, y_dtype, true);
+  return {out[0], out[1]};
 }
 
 Tensor gated_residual(const Tensor& x, const Tensor& gate, const Tensor& y) {

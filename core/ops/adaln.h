@@ -24,6 +24,19 @@ namespace loom {
 Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale,
                            double eps = 1e-6);
 
+// layer_norm_modulate together with x itself, for a block that adds x back as its residual:
+//   {normed, residual} = layer_norm_modulate_residual(x, shift, scale);
+//   out = gated_residual(residual, gate, branch(normed));
+// Values: normed is layer_norm_modulate(x, shift, scale) and residual is x (its storage, not a
+// copy). What differs is the backward: the gradient reaching `residual` is added to x's gradient
+// by the LayerNorm backward kernel, where otherwise the autograd engine would sum x's two
+// gradients in a separate pass over the (f32) residual stream.
+struct NormedAndResidual {
+  Tensor normed, residual;
+};
+NormedAndResidual layer_norm_modulate_residual(const Tensor& x, const Tensor& shift,
+                                               const Tensor& scale, double eps = 1e-6);
+
 // out = x + gate * y in x's dtype. On CUDA, y may be bf16 or f16 beside an f32 x (a linear's
 // output under autocast); other dtype mixes cast y to x's dtype first. Backward: dx is the output
 // gradient itself (no copy), dy = dout * gate in y's dtype, dgate = sum_t dout * y.

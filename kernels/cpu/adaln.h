@@ -90,10 +90,11 @@ void layer_norm_modulate_forward(const T* x, const T* shift, const T* scale, T* 
 // With g = dy, gz = g * (1 + scale) and x_hat = (x - mean) * rstd:
 //   dx = rstd * (gz - mean_C(gz) - x_hat * mean_C(gz * x_hat)),
 //   dshift[b] = sum_t g,  dscale[b] = sum_t g * x_hat.
+// dres (may be null) is added to dx: the gradient of a residual use of x.
 template <class T>
 void layer_norm_modulate_backward(const T* x, const T* scale, const T* mean, const T* rstd,
-                                  const T* dy, T* dx, T* dshift, T* dscale, int64_t batch,
-                                  int64_t tokens, int64_t cols) {
+                                  const T* dy, const T* dres, T* dx, T* dshift, T* dscale,
+                                  int64_t batch, int64_t tokens, int64_t cols) {
   if (cols <= 0) return;
   const auto x_hat = [&](int64_t r, int64_t c) {
     return (double(x[r * cols + c]) - double(mean[r])) * double(rstd[r]);
@@ -110,7 +111,8 @@ void layer_norm_modulate_backward(const T* x, const T* scale, const T* mean, con
     const double mean_gz = sum_gz / double(cols), mean_gzx = sum_gzx / double(cols);
     for (int64_t c = 0; c < cols; ++c) {
       const double gz = double(g[c]) * (1.0 + double(sc[c]));
-      dx[r * cols + c] = T(double(rstd[r]) * (gz - mean_gz - x_hat(r, c) * mean_gzx));
+      const double res = dres ? double(dres[r * cols + c]) : 0.0;
+      dx[r * cols + c] = T(res + double(rstd[r]) * (gz - mean_gz - x_hat(r, c) * mean_gzx));
     }
   });
   adaln_detail::sum_over_tokens<T>(

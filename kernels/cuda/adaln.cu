@@ -151,9 +151,10 @@ template <class TX, class TY, int V, class C = typename Compute<TX>::type>
 __global__ void __launch_bounds__(kMaxThreads)
     layer_norm_modulate_backward_kernel(const TX* __restrict__ x, const C* __restrict__ scale,
                                         const C* __restrict__ mean, const C* __restrict__ rstd,
-                                        const TY* __restrict__ dy, TX* __restrict__ dx,
-                                        C* __restrict__ dshift_part, C* __restrict__ dscale_part,
-                                        int64_t tokens, int64_t cols, int64_t tile_tokens) {
+                                        const TY* __restrict__ dy, const TX* __restrict__ dres,
+                                        TX* __restrict__ dx, C* __restrict__ dshift_part,
+                                        C* __restrict__ dscale_part, int64_t tokens, int64_t cols,
+                                        int64_t tile_tokens) {
   __shared__ C buf[2 * kMaxWarps * 2];
   int phase = 0;
   const Tile<V> tile(tokens, cols, tile_tokens);
@@ -183,10 +184,11 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
     for (int k = 0; k < Tile<V>::kPacks; ++k) {
       if (!tile.has(k)) continue;
-      C out[V];
+      C out[V] = {};
+      if (dres) load_pack<V>(dres + r * cols, tile.pack(k), out);
 #pragma unroll
       for (int j = 0; j < V; ++j)
-        out[j] = rs * (g[k][j] * gain[k][j] - mean_gz - xh[k][j] * mean_gzx);
+        out[j] += rs * (g[k][j] * gain[k][j] - mean_gz - xh[k][j] * mean_gzx);
       store_pack<V>(dx + r * cols, tile.pack(k), out);
     }
   }
@@ -373,17 +375,17 @@ void layer_norm_modulate_forward(const void* x, const void* shift, const void* s
 }
 
 void layer_norm_modulate_backward(const void* x, const void* scale, const void* mean,
-                                  const void* rstd, const void* dy, void* dx, void* dshift,
-                                  void* dscale, DType x_dtype, DType y_dtype, int64_t batch,
-                                  int64_t tokens, int64_t cols) {
+                                  const void* rstd, const void* dy, const void* dres, void* dx,
+                                  void* dshift, void* dscale, DType x_dtype, DType y_dtype,
+                                  int64_t batch, int64_t tokens, int64_t cols) {
   if (batch == 0 || cols == 0) return;
   if (tokens == 0) {
     fill(dshift, compute_dtype(x_dtype), batch * cols, 0);
     fill(dscale, compute_dtype(x_dtype), batch * cols, 0);
     return;
   }
-  launch_tiles("layer_norm_modulate_backward", x_dtype, y_dtype, {x, dy, dx}, batch, tokens, cols,
-               true, [&](auto tx, auto ty, auto v, const Tiling& t, cudaStream_t s) {
+  launch_tiles("layer_norm_modulate_backward", x_dtype, y_dtype, {x, dy, dres, dx}, batch, tokens,
+               cols, true, [&](auto tx, auto ty, auto v, const Tiling& t, cudaStream_t s) {
                  using TX = decltype(tx);
                  using TY = decltype(ty);
                  using C = typename Compute<TX>::type;
@@ -392,8 +394,9 @@ void layer_norm_modulate_backward(const void* x, const void* scale, const void* 
                      <<<dim3(unsigned(batch), unsigned(t.tiles)), t.threads, 0, s>>>(
                          static_cast<const TX*>(x), static_cast<const C*>(scale),
                          static_cast<const C*>(mean), static_cast<const C*>(rstd),
-                         static_cast<const TY*>(dy), static_cast<TX*>(dx), sums.part(0),
-                         sums.part(1), tokens, cols, t.tile_tokens);
+                         static_cast<const TY*>(dy), static_cast<const TX*>(dres),
+                         static_cast<TX*>(dx), sums.part(0), sums.part(1), tokens, cols,
+                         t.tile_tokens);
                  sums.finish(s);
                });
 }

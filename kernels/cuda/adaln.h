@@ -36,10 +36,12 @@ void layer_norm_modulate_forward(const void* x, const void* shift, const void* s
 // With g = dy, gz = g * (1 + scale) and x_hat = (x - mean) * rstd:
 //   dx = rstd * (gz - mean_C(gz) - x_hat * mean_C(gz * x_hat)),
 //   dshift[b] = sum_t g,  dscale[b] = sum_t g * x_hat.
+// dres (x's dtype, may be null) is added to dx: the gradient of a residual use of x, summed here
+// instead of in a separate pass.
 void layer_norm_modulate_backward(const void* x, const void* scale, const void* mean,
-                                  const void* rstd, const void* dy, void* dx, void* dshift,
-                                  void* dscale, DType x_dtype, DType y_dtype, int64_t batch,
-                                  int64_t tokens, int64_t cols);
+                                  const void* rstd, const void* dy, const void* dres, void* dx,
+                                  void* dshift, void* dscale, DType x_dtype, DType y_dtype,
+                                  int64_t batch, int64_t tokens, int64_t cols);
 
 // out = x + gate * y.
 void gated_residual_forward(const void* x, const void* gate, const void* y, void* out,

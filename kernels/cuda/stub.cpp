@@ -147,7 +147,8 @@ void layer_norm_modulate_forward(const void*, const void*, const void*, void*, v
   no_cuda("layer_norm_modulate_forward");
 }
 void layer_norm_modulate_backward(const void*, const void*, const void*, const void*, const void*,
-                                  void*, void*, void*, DType, DType, int64_t, int64_t, int64_t) {
+                                  const void*, void*, void*, void*, DType, DType, int64_t, int64_t,
+                                  int64_t) {
   no_cuda("layer_norm_modulate_backward");
 }
 void gated_residual_forward(const void*, const void*, const void*, void*, DType, DType, int64_t,

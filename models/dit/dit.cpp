@@ -191,17 +191,17 @@ DiTBlock::DiTBlock(const DiTConfig& cfg, Generator& gen, const nn::ModelParallel
   } else if (cfg.num_experts == 0) {
     mlp_ = register_module("mlp", std::make_shared<nn::Mlp>(mlp, gen));
   } else {
-    moe_ = register_module("moe", std::make_shared<moe::MoELayer>(
-                                      moe::MoEConfig{.d_model = D,
-                                                     .n_experts = cfg.num_experts,
-                                                     .top_k = cfg.top_k,
-                                                     .d_ff = ffn_hidden(cfg),
-                                                     .shared_hidden = cfg.num_shared_experts * D,
-                                                     .aux_loss_coef = cfg.aux_loss_coef,
-                                                     .capacity_factor = cfg.capacity_factor,
-                                                     .aux_loss_global_counts =
-                                                         cfg.aux_loss_global_counts},
-                                      gen, parallel ? parallel->ep : nullptr));
+    moe_ = register_module("moe",
+                           std::make_shared<moe::MoELayer>(
+                               moe::MoEConfig{.d_model = D,
+                                              .n_experts = cfg.num_experts,
+                                              .top_k = cfg.top_k,
+                                              .d_ff = ffn_hidden(cfg),
+                                              .shared_hidden = cfg.num_shared_experts * D,
+                                              .aux_loss_coef = cfg.aux_loss_coef,
+                                              .capacity_factor = cfg.capacity_factor,
+                                              .aux_loss_global_counts = cfg.aux_loss_global_counts},
+                               gen, parallel ? parallel->ep : nullptr));
   }
   auto ada = register_module("adaLN_modulation", std::make_shared<nn::Module>());
   ada_ = ada->register_module(
@@ -249,11 +249,13 @@ DiTBlock::Output DiTBlock::forward(const Tensor& x, const Tensor& silu_c) const 
   const Tensor mod =
       nn::ModelParallel::sum_grad_over(ada_->forward(silu_c), parallel_.residual_token_groups());
   const std::vector<Tensor> m = chunk(mod.unsqueeze(1), 6, 2);
-  const Tensor h =
-      gated_residual(x, m[2], attention(layer_norm_modulate(x, m[0], m[1], kNormEps)));
+  // Each residual passes through its LayerNorm op, whose backward then adds the residual's
+  // gradient (core/ops/adaln.h).
+  const NormedAndResidual a = layer_norm_modulate_residual(x, m[0], m[1], kNormEps);
+  const Tensor h = gated_residual(a.residual, m[2], attention(a.normed));
+  const NormedAndResidual f = layer_norm_modulate_residual(h, m[3], m[4], kNormEps);
   Output out;
-  out.x =
-      gated_residual(h, m[5], feed_forward(layer_norm_modulate(h, m[3], m[4], kNormEps), &out));
+  out.x = gated_residual(f.residual, m[5], feed_forward(f.normed, &out));
   return out;
 }
 
@@ -302,8 +304,8 @@ Tensor FinalLayer::forward(const Tensor& x, const Tensor& silu_c) const {
     return nn::ModelParallel::sum_grad_over(t, groups);
   };
   const std::vector<Tensor> m = chunk(replicated(ada_->forward(silu_c)).unsqueeze(1), 2, 2);
-  return loom::linear(layer_norm_modulate(x, m[0], m[1], kNormEps),
-                      replicated(linear_->weight()), replicated(linear_->bias()));
+  return loom::linear(layer_norm_modulate(x, m[0], m[1], kNormEps), replicated(linear_->weight()),
+                      replicated(linear_->bias()));
 }
 
 // -- DiT -----------------------------------------------------------------------------------------
@@ -383,7 +385,8 @@ DiTBlock::Output DiT::run_block(const DiTBlock& block, const Tensor& h,
       },
       {h, silu_c});
   DiTBlock::Output o{.x = out[0]};
-  for (size_t i = 1; i < out.size(); ++i) (is_floating(out[i].dtype()) ? o.aux_loss : o.expert_counts) = out[i];
+  for (size_t i = 1; i < out.size(); ++i)
+    (is_floating(out[i].dtype()) ? o.aux_loss : o.expert_counts) = out[i];
   return o;
 }
 

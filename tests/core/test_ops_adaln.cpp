@@ -26,6 +26,15 @@ Tensor lnm_reference(const Inputs& v) {
 Tensor gated(const Inputs& v) {
   return gated_residual(v[0], v[1], v[2]);
 }
+// A block's residual path {x, shift, scale, gate}: the residual form against both composites.
+Tensor residual_block(const Inputs& v) {
+  const NormedAndResidual r = layer_norm_modulate_residual(v[0], v[1], v[2], 1e-5);
+  return gated_residual(r.residual, v[3], r.normed);
+}
+Tensor residual_block_reference(const Inputs& v) {
+  return gated_residual_reference(v[0], v[3],
+                                  layer_norm_modulate_reference(v[0], v[1], v[2], 1e-5));
+}
 Tensor gated_reference(const Inputs& v) {
   return gated_residual_reference(v[0], v[1], v[2]);
 }
@@ -77,6 +86,19 @@ TEST(LayerNormModulate, MatchesCompositeInF64) {
   // Same operations in the same order: the forward is bitwise the composite's.
   EXPECT_TRUE(allclose(lnm(in), lnm_reference(in), 0, 0));
   expect_matches_reference(lnm, lnm_reference, in, 1e-14, 1e-13);
+}
+
+TEST(LayerNormModulate, ResidualFormAddsTheResidualsGradient) {
+  for (DType dtype : {DType::f64, DType::f32}) {
+    Inputs in = lnm_inputs(dtype);
+    in.push_back(uniform(kVec, -2, 2, 4, dtype));
+    const double tol = dtype == DType::f64 ? 1e-13 : 1e-6;
+    expect_matches_reference(residual_block, residual_block_reference, in, tol, tol);
+    if (dtype == DType::f64) EXPECT_TRUE(gradcheck(residual_block, in));
+    const NormedAndResidual r = layer_norm_modulate_residual(in[0], in[1], in[2]);
+    EXPECT_EQ(r.residual.raw_data(), in[0].raw_data()) << "the residual is x, not a copy";
+    EXPECT_TRUE(allclose(r.normed, layer_norm_modulate(in[0], in[1], in[2]), 0, 0));
+  }
 }
 
 TEST(LayerNormModulate, AcceptsBatchByChannelVectors) {

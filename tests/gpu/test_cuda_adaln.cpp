@@ -126,6 +126,24 @@ TEST_F(CudaAdaln, GatedResidualMatchesCpu) {
               {{DType::f64, DType::f64, DType::f64}, std::nullopt, DType::f64, 1e-12});
 }
 
+// The residual form of layer_norm_modulate on a block's residual path (gated_residual of its
+// residual output and its normed output): the backward kernel adds the residual's gradient.
+TEST_F(CudaAdaln, ResidualFormMatchesCpu) {
+  const DType f32 = DType::f32, bf16 = DType::bf16;
+  const Fn block = [](const Inputs& v) {
+    const NormedAndResidual r = layer_norm_modulate_residual(v[0], v[1], v[2], 1e-6);
+    return gated_residual(r.residual, v[3], r.normed);
+  };
+  // {2, 3, 4100}: past the kernels' limit, the composite and x itself.
+  for (const Shape& shape : {Shape{2, 256, 768}, Shape{3, 257, 771}, Shape{2, 3, 4100}}) {
+    const std::string tag = shape_str(shape);
+    Inputs in = lnm_inputs(shape);
+    in.push_back(uniform({shape[0], 1, shape[2]}, -1, 1, 37));
+    expect_twin("f32 " + tag, block, in, {{f32, f32, f32, f32}, std::nullopt, f32, 2e-5});
+    expect_twin("bf16 autocast " + tag, block, in, {{f32, bf16, bf16, bf16}, bf16, f32, 2e-2});
+  }
+}
+
 TEST_F(CudaAdaln, WidestRowsUnalignedAndRowsPastTheKernelsLimit) {
   // C = 4096 read element by element (x starts 4 bytes past an aligned block): 256 threads a row.
   const Fn unaligned = [](const Inputs& v) {

@@ -168,7 +168,7 @@ TEST_F(CudaMoE, MoELayerBackwardIsRepeatable) {
   Generator gen(6);
   moe::MoELayer layer(cfg, gen);
   layer.to(kGpu);
-  const Tensor h = uniform({8, 64, 64}, -1, 1, 42).to(kGpu);
+  const Tensor h = uniform({8, 64, 64}, -1, 1, 42, DType::f32).to(kGpu);
   const auto gradients = [&] {
     const Tensor x = h.detach().set_requires_grad();
     {
