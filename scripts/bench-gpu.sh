@@ -3,7 +3,9 @@
 # for each workload, loom's bench_dit_train (bf16 autocast) and the peer's eager run on the same
 # GPU; prints a table (img/s, ratio, model TFLOP/s, MFU over 790 TFLOP/s, peak memory) last and
 # writes the JSON lines to $OUT/bench-gpu.jsonl when $OUT is set.
-#   usage: scripts/bench-gpu.sh [build-dir] [rows: fmnist,B,XL,moeS,moeB]
+#   usage: scripts/bench-gpu.sh [build-dir] [rows: fmnist,B,XL,moeS,moeB,attn]
+# The row attn prints flash attention alone (tests/gpu/attention_check --bench-only) and then
+# PyTorch's scaled_dot_product_attention on the same shapes (bench/attention_peer.py).
 # Needs the peer scripts in .peer/ (copy ../shared/bench there and carry it) or $LOOM_PEER_DIR.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +27,11 @@ loom_args[moeB]="--depth 12 --width 768 --heads 12 --experts 8 --topk 2 --shared
 peer_args[moeB]="--size B --experts 8 --topk 2 --shared 2 --batch 256"
 IFS=, read -ra names <<< "$rows"
 for name in "${names[@]}"; do
+  if [ "$name" = attn ]; then
+    "$build/tests/attention_check" --bench-only | grep -v VARIANT || echo "attention_check failed"
+    python3 "$root/bench/attention_peer.py" || echo "attention_peer.py failed"
+    continue
+  fi
   l=$("$build/bench/bench_dit_train" --device cuda ${loom_args[$name]} 2>&1 | tail -1) || l="{\"error\": \"loom failed\"}"
   p=$(python3 "$peer_dir/peer_pytorch.py" ${peer_args[$name]} 2>&1 | tail -1) || p="{\"error\": \"peer failed\"}"
   echo "{\"row\": \"$name\", \"loom\": $l, \"peer\": $p}" | tee -a "$out"
