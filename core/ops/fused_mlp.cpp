@@ -7,6 +7,7 @@
 #include "core/ops/cuda_gemm.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/linalg.h"
+#include "kernels/cuda/kernels.h"
 
 namespace loom {
 
@@ -30,8 +31,15 @@ class GeluMlpOp final : public Op {
     Tensor dx, dw1, db1, dw2, db2;
     if (needs[3] || needs[4]) std::tie(dw2, db2) = ops::weight_and_bias_grad(dy, hidden_);
     if (needs[0] || needs[1] || needs[2]) {
-      const Tensor dpre = gelu_tanh_grad(pre_, matmul(dy, w2));
-      if (needs[1] || needs[2]) std::tie(dw1, db1) = ops::weight_and_bias_grad(dpre, x);
+      // The GELU gradient and its column sums (fc1's bias gradient) in one pass, so fc1's weight
+      // gradient is a plain GEMM.
+      const Tensor dh = matmul(dy, w2);  // fresh, contiguous and aligned, as the kernel needs
+      Tensor dpre = empty(pre_.shape(), pre_.dtype(), pre_.device());
+      db1 = empty({pre_.size(1)}, pre_.dtype(), pre_.device());
+      kernels::cuda::gelu_tanh_grad_col_sums(pre_.raw_data(), dh.raw_data(), dpre.raw_data(),
+                                             db1.raw_data(), pre_.dtype(), pre_.size(0),
+                                             pre_.size(1));
+      if (needs[1]) dw1 = ops::cuda_product(dpre.t(), x, {});
       if (needs[0]) dx = matmul(dpre, w1);
     }
     return {dx, needs[1] ? dw1 : Tensor(), needs[2] ? db1 : Tensor(), needs[3] ? dw2 : Tensor(),
@@ -50,8 +58,8 @@ bool fused_applies(const Tensor& x, const Tensor& w1, const Tensor& b1, const Te
     return false;
   for (const Tensor* p : {&w1, &b1, &w2, &b2})
     if (p->dtype() != t || p->device() != x.device()) return false;
-  return b1.is_contiguous() && b2.is_contiguous() && w1.size(1) % 8 == 0 &&
-         w1.size(0) % 8 == 0 && w2.size(0) % 8 == 0;
+  return b1.is_contiguous() && b2.is_contiguous() && w1.size(1) % 8 == 0 && w1.size(0) % 8 == 0 &&
+         w2.size(0) % 8 == 0;
 }
 
 }  // namespace
@@ -69,8 +77,7 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tenso
     return linear(gelu_tanh(linear(xc, w1c, b1c)), w2c, b2c);
   Shape out_shape = x.shape();
   out_shape.back() = w2.size(0);
-  return apply<GeluMlpOp>({xc.reshape({-1, w1.size(1)}), w1c, b1c, w2c, b2c})[0].reshape(
-      out_shape);
+  return apply<GeluMlpOp>({xc.reshape({-1, w1.size(1)}), w1c, b1c, w2c, b2c})[0].reshape(out_shape);
 }
 
 }  // namespace loom

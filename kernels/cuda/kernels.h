@@ -97,14 +97,22 @@ struct Gemm {
 };
 void gemm(const Gemm& g, const void* a, const void* b, void* c, DType dtype, bool allow_tf32);
 
+// -- GELU gradient with its column sums (gelu_grad_sums.cu) -----------------------------------
+// dx = g * gelu_tanh'(x) over contiguous [rows, cols] x, g, dx of one 16-bit dtype (bf16, f16),
+// and col_sums [cols] (same dtype) = the sum over rows of dx as stored, accumulated in f32 in a
+// fixed order: the MLP's fc1 bias gradient, read from the pass that makes its input gradient
+// instead of from a GEMM epilogue that reads dx again. cols % 8 == 0, pointers 16-byte aligned.
+void gelu_tanh_grad_col_sums(const void* x, const void* g, void* dx, void* col_sums, DType dtype,
+                             int64_t rows, int64_t cols);
+
 // -- normalization and softmax (nn.cu) ----------------------------------------------------------
 // Row-wise over contiguous x [rows, n] of one dtype; statistics are f32 (f64 for f64 x).
 void softmax_rows(const void* x, void* y, DType dtype, int64_t rows, int64_t n, bool log);
 // y = (x - mean) * rstd * w + b (w, b optional: null); mean/rstd [rows] in the stats dtype.
 void layer_norm_forward(const void* x, const void* w, const void* b, void* y, void* mean,
                         void* rstd, DType dtype, int64_t rows, int64_t n, double eps);
-void rms_norm_forward(const void* x, const void* w, void* y, void* rstd, DType dtype,
-                      int64_t rows, int64_t n, double eps);
+void rms_norm_forward(const void* x, const void* w, void* y, void* rstd, DType dtype, int64_t rows,
+                      int64_t n, double eps);
 
 // dx for layer_norm (mean given) or rms_norm (mean null) from x, the optional weight, the forward's
 // statistics (stats dtype) and dy, all contiguous [rows, n].
@@ -129,8 +137,8 @@ void scatter_add(const IterShape& index_shape, int dim, int64_t bound, const Ope
                  const Operand& index, const Operand& src);
 // The k largest (smallest) of each contiguous row x [rows, n], in rank order, ties by lower
 // position, NaN above every number: values [rows, k] (x's dtype), indices [rows, k] i64.
-void topk_rows(const void* x, void* values, int64_t* indices, DType dtype, int64_t rows,
-               int64_t n, int64_t k, bool largest);
+void topk_rows(const void* x, void* values, int64_t* indices, DType dtype, int64_t rows, int64_t n,
+               int64_t k, bool largest);
 
 // -- convolution helpers (conv.cu) ----------------------------------------------------------------
 // The CPU twins' geometry (kernels/cpu/conv.h): per plane (one channel of one sample) of

@@ -85,6 +85,9 @@ void arg_reduce_rows(const void*, int64_t*, DType, int64_t, int64_t, bool) {
 void gemm(const Gemm&, const void*, const void*, void*, DType, bool) {
   no_cuda("gemm");
 }
+void gelu_tanh_grad_col_sums(const void*, const void*, void*, void*, DType, int64_t, int64_t) {
+  no_cuda("gelu_tanh_grad_col_sums");
+}
 
 void philox_fill(float*, int64_t, uint64_t, uint64_t, uint64_t, Distribution) {
   no_cuda("philox_fill");

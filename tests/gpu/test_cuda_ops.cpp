@@ -68,9 +68,9 @@ TEST_F(Cuda, ElementwiseMatchesCpu) {
   expect_twin_both("rsub", [](auto& x) { return 1.0 - x[0]; }, {s});
   expect_twin_both("transposed operand", [](auto& x) { return x[0].transpose(0, 2) * 2.0; }, {s});
   const std::vector<std::pair<const char*, Tensor (*)(const Tensor&)>> unary = {
-      {"neg", neg},     {"abs", abs},         {"exp", exp},   {"tanh", tanh},
-      {"sigmoid", sigmoid}, {"relu", relu},   {"silu", silu}, {"gelu_tanh", gelu_tanh},
-      {"sin", sin},     {"cos", cos},         {"square", square}};
+      {"neg", neg},         {"abs", abs},   {"exp", exp},      {"tanh", tanh},
+      {"sigmoid", sigmoid}, {"relu", relu}, {"silu", silu},    {"gelu_tanh", gelu_tanh},
+      {"sin", sin},         {"cos", cos},   {"square", square}};
   for (const auto& [name, fn] : unary)
     expect_twin_both(name, [fn](auto& x) { return fn(x[0]); }, {s});
   const Tensor pos = uniform({7, 33}, 0.1, 3, 4);
@@ -79,10 +79,13 @@ TEST_F(Cuda, ElementwiseMatchesCpu) {
     expect_twin_both(name, [fn](auto& x) { return fn(x[0]); }, {pos});
   // Contiguous operands take vector loads; a view one element in is misaligned for them, and 553
   // elements leave a tail: both fall back to narrower accesses.
-  expect_twin_both("unaligned contiguous views", [](auto& x) {
-    const Tensor v = x[0].reshape({-1}).narrow(0, 1, 553), w = x[0].reshape({-1}).narrow(0, 2, 553);
-    return gelu_tanh(v) * w + v;
-  }, {s});
+  expect_twin_both("unaligned contiguous views",
+                   [](auto& x) {
+                     const Tensor v = x[0].reshape({-1}).narrow(0, 1, 553),
+                                  w = x[0].reshape({-1}).narrow(0, 2, 553);
+                     return gelu_tanh(v) * w + v;
+                   },
+                   {s});
   expect_twin_both("clamp", [](auto& x) { return clamp(x[0], -1, 0.5); }, {s});
   expect_twin_both("where", [](auto& x) { return where(gt(x[0], 0.0), x[0], x[1] * 2.0); },
                    {s, uniform({3, 5, 37}, -1, 1, 5)});
@@ -122,14 +125,18 @@ TEST_F(Cuda, ReductionsMatchCpu) {
 }
 
 TEST_F(Cuda, MatmulMatchesCpu) {
-  const std::vector<std::pair<Shape, Shape>> cases = {
-      {{17, 33}, {33, 9}}, {{2, 3, 17, 40}, {2, 3, 40, 24}}, {{5, 7, 31}, {31, 65}},
-      {{3, 1, 8, 16}, {1, 4, 16, 8}}, {{64}, {64, 3}}};
+  const std::vector<std::pair<Shape, Shape>> cases = {{{17, 33}, {33, 9}},
+                                                      {{2, 3, 17, 40}, {2, 3, 40, 24}},
+                                                      {{5, 7, 31}, {31, 65}},
+                                                      {{3, 1, 8, 16}, {1, 4, 16, 8}},
+                                                      {{64}, {64, 3}}};
   for (const auto& [sa, sb] : cases) {
     const Tensor a = uniform(sa, -1, 1, 21), b = uniform(sb, -1, 1, 22);
     const std::string tag = shape_str(sa) + "@" + shape_str(sb);
-    expect_twin(tag, [](auto& x) { return matmul(x[0], x[1]); }, {a, b}, DType::f32, 1e-5);
-    expect_twin(tag, [](auto& x) { return matmul(x[0], x[1]); }, {a, b}, DType::bf16, 1e-2);
+    expect_twin(
+        tag, [](auto& x) { return matmul(x[0], x[1]); }, {a, b}, DType::f32, 1e-5);
+    expect_twin(
+        tag, [](auto& x) { return matmul(x[0], x[1]); }, {a, b}, DType::bf16, 1e-2);
   }
   const Tensor a = uniform({40, 24}, -1, 1, 23), b = uniform({32, 24}, -1, 1, 24);
   expect_twin("a @ b^T", [](auto& x) { return matmul(x[0], x[1].t()); }, {a, b});
@@ -139,28 +146,32 @@ TEST_F(Cuda, MatmulMatchesCpu) {
   expect_twin_both("linear", [](auto& v) { return linear(v[0], v[1], v[2]); }, {a, b, bias});
   expect_twin_both("linear 3-D", [](auto& v) { return linear(v[0], v[1], v[2]); }, {x, b, bias});
   // Widths off the 16-byte grid: the bias gradient is a separate column sum, not the epilogue's.
-  expect_twin_both("linear transposed output",
-                   [](auto& v) { return linear(v[0], v[1], v[2]).t(); }, {a, b, bias});
-  expect_twin_both("linear odd widths", [](auto& v) { return linear(v[0], v[1], v[2]); },
-                   {uniform({9, 5}, -1, 1, 27), uniform({7, 5}, -1, 1, 28),
-                    uniform({7}, -1, 1, 29)});
-  // Widths on the 16-byte grid: the bf16 MLP is two GEMMs with GELU and bias-gradient epilogues;
-  // other widths take the three separate ops. The gradient through the transposed output
-  // reaches the GEMMs as a non-contiguous view.
+  expect_twin_both("linear transposed output", [](auto& v) { return linear(v[0], v[1], v[2]).t(); },
+                   {a, b, bias});
+  expect_twin_both(
+      "linear odd widths", [](auto& v) { return linear(v[0], v[1], v[2]); },
+      {uniform({9, 5}, -1, 1, 27), uniform({7, 5}, -1, 1, 28), uniform({7}, -1, 1, 29)});
+  // Widths on the 16-byte grid: the bf16 MLP is two GEMMs with GELU and bias-gradient epilogues
+  // and the fused GELU gradient with fc1's bias gradient; other widths take the three ops. The
+  // gradient through the transposed output reaches the GEMMs as a non-contiguous view.
   const auto mlp = [](auto& v) { return gelu_mlp(v[0], v[1], v[2], v[3], v[4]); };
-  expect_twin_both("gelu_mlp", mlp,
-                   {uniform({2, 21, 16}, -2, 2, 81), uniform({40, 16}, -1, 1, 82),
-                    uniform({40}, -1, 1, 83), uniform({24, 40}, -1, 1, 84),
-                    uniform({24}, -1, 1, 85)});
-  expect_twin_both("gelu_mlp transposed output",
-                   [&](auto& v) { return mlp(v).transpose(0, 2); },
-                   {uniform({2, 21, 16}, -2, 2, 81), uniform({40, 16}, -1, 1, 82),
-                    uniform({40}, -1, 1, 83), uniform({24, 40}, -1, 1, 84),
-                    uniform({24}, -1, 1, 85)});
+  expect_twin_both(
+      "gelu_mlp", mlp,
+      {uniform({2, 21, 16}, -2, 2, 81), uniform({40, 16}, -1, 1, 82), uniform({40}, -1, 1, 83),
+       uniform({24, 40}, -1, 1, 84), uniform({24}, -1, 1, 85)});
+  expect_twin_both(
+      "gelu_mlp transposed output", [&](auto& v) { return mlp(v).transpose(0, 2); },
+      {uniform({2, 21, 16}, -2, 2, 81), uniform({40, 16}, -1, 1, 82), uniform({40}, -1, 1, 83),
+       uniform({24, 40}, -1, 1, 84), uniform({24}, -1, 1, 85)});
+  // Rows past one 128-row block of the GELU gradient's column sums (ragged last block) and a
+  // hidden width past one 1024-column block (ragged too).
+  expect_twin_both(
+      "gelu_mlp 300 rows, hidden 1048", mlp,
+      {uniform({3, 100, 16}, -2, 2, 91), uniform({1048, 16}, -1, 1, 92), uniform({1048}, -1, 1, 93),
+       uniform({24, 1048}, -1, 1, 94), uniform({24}, -1, 1, 95)});
   expect_twin_both("gelu_mlp odd widths", mlp,
-                   {uniform({7, 5}, -2, 2, 86), uniform({9, 5}, -1, 1, 87),
-                    uniform({9}, -1, 1, 88), uniform({3, 9}, -1, 1, 89),
-                    uniform({3}, -1, 1, 90)});
+                   {uniform({7, 5}, -2, 2, 86), uniform({9, 5}, -1, 1, 87), uniform({9}, -1, 1, 88),
+                    uniform({3, 9}, -1, 1, 89), uniform({3}, -1, 1, 90)});
   // Under autocast f32 operands go through the epilogue in bf16 and answer in bf16.
   const Tensor xg = x.to(kGpu), wg = b.to(kGpu), bg = bias.to(kGpu);
   AutocastGuard bf16(DType::bf16);
@@ -188,14 +199,12 @@ TEST_F(Cuda, NormsAndSoftmaxMatchCpu) {
     const Tensor w = uniform({c}, 0.5, 1.5, 32), b = uniform({c}, -0.5, 0.5, 33);
     const std::string tag = shape_str(shape);
     expect_twin_both("softmax " + tag, [](auto& v) { return softmax(v[0], -1); }, {x});
-    expect_twin_both("log_softmax dim 0 " + tag, [](auto& v) { return log_softmax(v[0], 0); },
-                     {x});
+    expect_twin_both("log_softmax dim 0 " + tag, [](auto& v) { return log_softmax(v[0], 0); }, {x});
     expect_twin_both("layer_norm " + tag,
                      [](auto& v) { return layer_norm(v[0], v[1], v[2], 1e-6); }, {x, w, b});
     expect_twin_both("layer_norm plain " + tag,
                      [](auto& v) { return layer_norm(v[0], Tensor(), Tensor(), 1e-6); }, {x});
-    expect_twin_both("rms_norm " + tag, [](auto& v) { return rms_norm(v[0], v[1], 1e-6); },
-                     {x, w});
+    expect_twin_both("rms_norm " + tag, [](auto& v) { return rms_norm(v[0], v[1], 1e-6); }, {x, w});
   }
 }
 
@@ -203,16 +212,14 @@ TEST_F(Cuda, IndexingMatchesCpu) {
   const Tensor x = uniform({6, 5, 7}, -1, 1, 41);
   const Tensor idx = from_vector<int64_t>({4, 0, 4, 2, 1}, {5});
   expect_twin_both("index_select", [&](auto& v) { return index_select(v[0], 0, v[1]); }, {x, idx});
-  expect_twin_both("index_select dim 2",
-                   [&](auto& v) { return index_select(v[0], 2, v[1]); }, {x, idx});
-  expect_twin_both("index_add",
-                   [&](auto& v) { return index_add(v[0], 1, v[1], v[2]); },
+  expect_twin_both("index_select dim 2", [&](auto& v) { return index_select(v[0], 2, v[1]); },
+                   {x, idx});
+  expect_twin_both("index_add", [&](auto& v) { return index_add(v[0], 1, v[1], v[2]); },
                    {x, from_vector<int64_t>({3, 3, 0}, {3}), uniform({6, 3, 7}, -1, 1, 42)});
   Generator gen(5, 0);
   const Tensor gidx = randint(0, 5, {6, 4, 7}, gen);
   expect_twin_both("gather", [&](auto& v) { return gather(v[0], 1, v[1]); }, {x, gidx});
-  expect_twin_both("scatter_add",
-                   [&](auto& v) { return scatter_add(v[0], 1, v[1], v[2]); },
+  expect_twin_both("scatter_add", [&](auto& v) { return scatter_add(v[0], 1, v[1], v[2]); },
                    {x, gidx, uniform({6, 4, 7}, -1, 1, 43)});
   expect_twin_both("unbind of a permuted view",
                    [](auto& v) {
@@ -223,16 +230,18 @@ TEST_F(Cuda, IndexingMatchesCpu) {
   const Tensor table = uniform({11, 13}, -1, 1, 44);
   const Tensor labels = from_vector<int64_t>({3, 10, 0, 3, 3}, {5});
   expect_twin_both("embedding", [&](auto& v) { return embedding(v[1], v[0]); }, {table, labels});
-  expect_twin_both("cat", [](auto& v) { return cat({v[0], v[1] * 2.0}, 1); },
+  expect_twin_both("cat",
+                   [](auto& v) {
+                     return cat({v[0], v[1] * 2.0}, 1);
+                   },
                    {x, uniform({6, 2, 7}, -1, 1, 45)});
-  expect_twin_both("cross_entropy",
-                   [](auto& v) { return cross_entropy(v[0], v[1]); },
+  expect_twin_both("cross_entropy", [](auto& v) { return cross_entropy(v[0], v[1]); },
                    {uniform({5, 11}, -2, 2, 46), labels});
   for (int64_t n : {8, 37, 1000}) {
     const Tensor r = uniform({9, n}, -1, 1, 47);
     const int64_t k = std::min<int64_t>(n, 5);
-    expect_twin_both("topk n=" + std::to_string(n), [k](auto& v) { return topk(v[0], k, -1).values; },
-                     {r});
+    expect_twin_both("topk n=" + std::to_string(n),
+                     [k](auto& v) { return topk(v[0], k, -1).values; }, {r});
     const Tensor rf = r.to(DType::f32);
     EXPECT_EQ(topk(rf.to(kGpu), k, -1, false).indices.to(Device::cpu()).to_vector<int64_t>(),
               topk(rf, k, -1, false).indices.to_vector<int64_t>());
@@ -241,14 +250,20 @@ TEST_F(Cuda, IndexingMatchesCpu) {
 
 TEST_F(Cuda, ConvolutionMatchesCpu) {
   expect_twin_both("conv2d patchify",
-                   [](auto& v) { return conv2d(v[0], v[1], v[2], {2, 2}, {0, 0}); },
+                   [](auto& v) {
+                     return conv2d(v[0], v[1], v[2], {2, 2}, {0, 0});
+                   },
                    {uniform({3, 4, 8, 6}, -1, 1, 51), uniform({5, 4, 2, 2}, -1, 1, 52),
                     uniform({5}, -1, 1, 53)});
   expect_twin_both("conv2d padded 3x3",
-                   [](auto& v) { return conv2d(v[0], v[1], Tensor(), {1, 1}, {1, 1}); },
+                   [](auto& v) {
+                     return conv2d(v[0], v[1], Tensor(), {1, 1}, {1, 1});
+                   },
                    {uniform({2, 3, 7, 5}, -1, 1, 54), uniform({4, 3, 3, 3}, -1, 1, 55)});
   expect_twin_both("conv3d",
-                   [](auto& v) { return conv3d(v[0], v[1], v[2], {1, 2, 2}, {0, 1, 0}); },
+                   [](auto& v) {
+                     return conv3d(v[0], v[1], v[2], {1, 2, 2}, {0, 1, 0});
+                   },
                    {uniform({2, 3, 4, 6, 6}, -1, 1, 56), uniform({4, 3, 2, 3, 2}, -1, 1, 57),
                     uniform({4}, -1, 1, 58)});
 }
@@ -261,10 +276,13 @@ TEST_F(Cuda, AttentionMatchesCpu) {
   // q, k, v unbound from one packed [B, T, 3, H, D] projection, as the attention module makes
   // them: the backward hands unbind one packed gradient buffer (no copies); same values.
   const Tensor qkv = uniform({2, 77, 3 * 3 * 64}, -1, 1, 64);
-  expect_twin_both("packed qkv", [](auto& x) {
-    const std::vector<Tensor> p = unbind(x[0].view({2, 77, 3, 3, 64}).permute({2, 0, 3, 1, 4}), 0);
-    return scaled_dot_product_attention(p[0], p[1], p[2]);
-  }, {qkv});
+  expect_twin_both("packed qkv",
+                   [](auto& x) {
+                     const std::vector<Tensor> p =
+                         unbind(x[0].view({2, 77, 3, 3, 64}).permute({2, 0, 3, 1, 4}), 0);
+                     return scaled_dot_product_attention(p[0], p[1], p[2]);
+                   },
+                   {qkv});
 }
 
 // An out-of-range CUDA index is not checked on the host (no stall per index op): the kernel skips
