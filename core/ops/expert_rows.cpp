@@ -12,8 +12,10 @@ namespace {
 
 constexpr int64_t kRowGrain = 64;  // rows per CPU task
 
-kernels::cuda::ExpertRows rows_of(const Tensor& token, const Tensor& position, int64_t n_tokens,
-                                  int64_t width) {
+// The row bookkeeping both devices' loops take (a plain struct of kernels/cuda/moe.h).
+using Rows = kernels::cuda::ExpertRows;
+
+Rows rows_of(const Tensor& token, const Tensor& position, int64_t n_tokens, int64_t width) {
   return {.token = token.data<int64_t>(),
           .position = position.data<int64_t>(),
           .n_tokens = n_tokens,
@@ -24,8 +26,7 @@ kernels::cuda::ExpertRows rows_of(const Tensor& token, const Tensor& position, i
 
 // The CPU twins of kernels/cuda/expert_rows.cu, same loops and summation order.
 template <class T>
-void combine_forward_cpu(const kernels::cuda::ExpertRows& r, const T* base, const T* y,
-                         const T* weight, T* out) {
+void combine_forward_cpu(const Rows& r, const T* base, const T* y, const T* weight, T* out) {
   kernels::cpu::parallel_for(0, r.n_tokens, kRowGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       T* o = out + t * r.width;
@@ -41,8 +42,8 @@ void combine_forward_cpu(const kernels::cuda::ExpertRows& r, const T* base, cons
 }
 
 template <class T>
-void combine_backward_cpu(const kernels::cuda::ExpertRows& r, const T* g, const T* y,
-                          const T* weight, T* dy, T* dweight) {
+void combine_backward_cpu(const Rows& r, const T* g, const T* y, const T* weight, T* dy,
+                          T* dweight) {
   kernels::cpu::parallel_for(0, r.n_rows, kRowGrain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const T* grow = g + r.token[row] * r.width;
@@ -57,7 +58,7 @@ void combine_backward_cpu(const kernels::cuda::ExpertRows& r, const T* g, const 
 }
 
 template <class T>
-void gather_slot_sum_cpu(const kernels::cuda::ExpertRows& r, const T* drows, T* dx) {
+void gather_slot_sum_cpu(const Rows& r, const T* drows, T* dx) {
   kernels::cpu::parallel_for(0, r.n_tokens, kRowGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       T* o = dx + t * r.width;
@@ -81,7 +82,7 @@ class SlotSumOp final : public Op {
     const Tensor drows = in[0].contiguous();
     const Tensor &token = in[1], &position = in[2];
     Tensor dx = empty({n_tokens_, drows.size(1)}, drows.dtype(), drows.device());
-    const kernels::cuda::ExpertRows r = rows_of(token, position, n_tokens_, drows.size(1));
+    const Rows r = rows_of(token, position, n_tokens_, drows.size(1));
     if (drows.device().is_cuda()) {
       kernels::cuda::gather_slot_sum(r, drows.raw_data(), dx.raw_data(), drows.dtype());
       return {dx};
@@ -123,7 +124,7 @@ class CombineGradOp final : public Op {
     const Tensor g = in[0].contiguous(), y = in[1].contiguous(), weight = in[2].contiguous();
     Tensor dy = empty(y.shape(), y.dtype(), y.device());
     Tensor dweight = empty(weight.shape(), weight.dtype(), weight.device());
-    const kernels::cuda::ExpertRows r = rows_of(token_, position_, g.size(0), g.size(1));
+    const Rows r = rows_of(token_, position_, g.size(0), g.size(1));
     if (g.device().is_cuda()) {
       kernels::cuda::combine_rows_backward(r, g.raw_data(), y.raw_data(), weight.raw_data(),
                                            dy.raw_data(), dweight.raw_data(), g.dtype(), y.dtype());
@@ -151,7 +152,7 @@ class CombineOp final : public Op {
     const Tensor base = in[0].contiguous(), y = in[1].contiguous(), weight = in[2].contiguous();
     const Tensor &token = in[3], &position = in[4];
     Tensor out = empty(base.shape(), base.dtype(), base.device());
-    const kernels::cuda::ExpertRows r = rows_of(token, position, base.size(0), base.size(1));
+    const Rows r = rows_of(token, position, base.size(0), base.size(1));
     if (base.device().is_cuda()) {
       kernels::cuda::combine_rows_forward(r, base.raw_data(), y.raw_data(), weight.raw_data(),
                                           out.raw_data(), base.dtype(), y.dtype());
