@@ -3,8 +3,9 @@
 // loss. f32 on the GPU (TF32 off) follows the CPU's losses to 1e-3 relative at every step: that is
 // the check a wrong gradient fails. bf16 autocast stays within 8e-2: its worst step was 5.4% off
 // the CPU in runs of 2026-11-29 (H200), with and without the cuBLASLt bias-gradient epilogues
-// alike; bf16 runs are not bitwise repeatable (atomic accumulation in the attention backward and
-// the MoE combine) and a flipped routing decision moves the small model's loss by percents.
+// alike; bf16 runs are not bitwise repeatable (atomic accumulation in the attention backward's
+// dq and in index_add, e.g. the label embedding's gradient) and a flipped routing decision moves
+// the small model's loss by percents.
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
