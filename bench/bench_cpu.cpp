@@ -1,9 +1,12 @@
 // bench_cpu: CPU microbenchmarks of the core's fixed costs.
-//  1. GEMM: loom::matmul against a raw cblas_sgemm on the same square f32 operands, to show what
-//     the op layer (checks, output allocation, dispatch) costs on top of OpenBLAS.
+//  1. GEMM: loom::matmul against a raw cblas_sgemm on the same square f32 operands, OpenBLAS
+//     threading itself over the same number of threads, to show what the op layer (checks, output
+//     allocation, dispatch) and loom's split of the GEMM over its own pool cost on top of
+//     OpenBLAS.
 //  2. Dispatch: the time of one elementwise add of two 1-element tensors, where the arithmetic is
 //     nothing and everything measured is op overhead, without and with autograd recording.
-// Prints a table and then one JSON line. Threads: LOOM_NUM_THREADS (OpenBLAS uses the same count).
+// Prints a table and then one JSON line. Threads: LOOM_NUM_THREADS (OpenBLAS gets the same count
+// while the raw calls run, one thread while loom's run, as in loom).
 #include <cblas.h>
 
 #include <algorithm>
@@ -43,7 +46,9 @@ GemmRow bench_gemm(int64_t n, int rounds, int block) {
   const Tensor b = loom::rand({n, n}, gen) - 0.5;
   Tensor c_blas = loom::zeros({n, n});
   loom::NoGradGuard no_grad;
+  const int threads = loom::kernels::cpu::num_threads();
   auto run_blas = [&] {
+    openblas_set_num_threads(threads);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(n), int(n), 1.0f,
                 a.data<float>(), int(n), b.data<float>(), int(n), 0.0f, c_blas.data<float>(),
                 int(n));
@@ -60,7 +65,10 @@ GemmRow bench_gemm(int64_t n, int rounds, int block) {
       if (i > 0) out.push_back(seconds(t0, Clock::now()));
     }
   };
-  auto run_loom = [&] { c_loom = loom::matmul(a, b); };
+  auto run_loom = [&] {
+    openblas_set_num_threads(1);
+    c_loom = loom::matmul(a, b);
+  };
   for (int r = 0; r < rounds; ++r) {
     time_block(run_loom, t_loom);
     time_block(run_blas, t_blas);

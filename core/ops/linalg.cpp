@@ -6,6 +6,7 @@
 #include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/kernels.h"
 
 namespace loom {
@@ -95,16 +96,22 @@ class MatmulOp final : public Op {
         std::fill(pc, pc + out.numel(), scalar_t(0));
         return;
       }
-      for (int64_t i = 0; i < nb; ++i) {
-        int64_t off_a = 0, off_b = 0, rem = i;
-        for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
-          const int64_t idx = rem % batch[d];
-          rem /= batch[d];
-          off_a += idx * bsa[d];
-          off_b += idx * bsb[d];
+      // Small products of a batch run side by side on the pool (each one single-threaded); a
+      // large one splits itself (kernels/cpu/gemm.h).
+      const int64_t grain =
+          std::max<int64_t>(1, kernels::cpu::kGemmSplitMacs / std::max<int64_t>(1, m * n * k));
+      kernels::cpu::parallel_for(0, nb, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          int64_t off_a = 0, off_b = 0, rem = i;
+          for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
+            const int64_t idx = rem % batch[d];
+            rem /= batch[d];
+            off_a += idx * bsa[d];
+            off_b += idx * bsb[d];
+          }
+          kernels::cpu::gemm(p, pa + off_a, pb + off_b, pc + i * m * n);
         }
-        kernels::cpu::gemm(p, pa + off_a, pb + off_b, pc + i * m * n);
-      }
+      });
     });
     return {out};
   }
@@ -162,8 +169,9 @@ Tensor matmul(const Tensor& a_cast, const Tensor& b_cast) {
              shape_str(a_in.shape()), " and ", shape_str(b_in.shape()));
   LOOM_CHECK(a_in.dtype() == b_in.dtype(), "[matmul] dtypes differ: ", dtype_name(a_in.dtype()),
              " and ", dtype_name(b_in.dtype()));
-  LOOM_CHECK(a_in.device() == b_in.device(), "[matmul] operands on different devices: ",
-             a_in.device().str(), " and ", b_in.device().str());
+  LOOM_CHECK(a_in.device() == b_in.device(),
+             "[matmul] operands on different devices: ", a_in.device().str(), " and ",
+             b_in.device().str());
   // [.., M, K] @ [K, N]: fold the batch into M so one GEMM covers it.
   if (a_in.dim() > 2 && b_in.dim() == 2 && a_in.shape().back() == b_in.shape()[0]) {
     Shape out_shape = a_in.shape();

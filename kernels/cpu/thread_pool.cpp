@@ -128,9 +128,8 @@ int default_threads() {
 
 ThreadPool& pool() {
   static ThreadPool p([] {
-    const int n = default_threads();
-    openblas_set_num_threads(n);
-    return n;
+    openblas_set_num_threads(1);  // GEMMs split over the pool instead (gemm.cpp)
+    return default_threads();
   }());
   return p;
 }
@@ -143,7 +142,6 @@ int num_threads() {
 
 void set_num_threads(int n) {
   pool().resize(n);
-  openblas_set_num_threads(std::max(1, n));
 }
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain,

@@ -3,8 +3,8 @@
 // on the number of threads, so a kernel that combines per-chunk partial results in chunk order
 // gives bit-identical results run to run and for any thread count.
 // Threads: LOOM_NUM_THREADS, else the CPUs of the process's affinity mask, divided among the
-// node's ranks when a launcher started several without binding them. OpenBLAS is set to the same
-// count.
+// node's ranks when a launcher started several without binding them. OpenBLAS is set to one
+// thread: GEMMs split themselves over this pool (gemm.h).
 #include <cstdint>
 #include <functional>
 
