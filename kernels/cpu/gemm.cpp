@@ -21,16 +21,14 @@ void blas(const GemmParams& p, const double* a, const double* b, double* c) {
               int(p.lda), b, int(p.ldb), p.beta, c, int(p.ldc));
 }
 
-// gemm.h: one block of C's rows (or columns) per pool thread.
+// gemm.h: C's rows (or columns) in kGemmBlocks blocks fixed by the shape alone.
 template <class T>
 void split_gemm(const GemmParams& p, const T* a, const T* b, T* c) {
   if (p.m == 0 || p.n == 0) return;
-  const int threads = num_threads();
-  if (threads == 1 || p.m * p.n * std::max<int64_t>(p.k, 1) < kGemmSplitMacs)
-    return blas(p, a, b, c);
+  if (p.m * p.n * std::max<int64_t>(p.k, 1) < kGemmSplitMacs) return blas(p, a, b, c);
   const bool by_rows = p.m >= p.n;
   const int64_t extent = by_rows ? p.m : p.n;
-  const int64_t grain = std::max<int64_t>(8, (extent + threads - 1) / threads);
+  const int64_t grain = std::max<int64_t>(16, (extent + kGemmBlocks - 1) / kGemmBlocks);
   parallel_for(0, extent, grain, [&](int64_t begin, int64_t end) {
     GemmParams part = p;
     if (by_rows) {

@@ -1,16 +1,18 @@
 #pragma once
 // GEMM through OpenBLAS: C = alpha * op(A) op(B) + beta * C, row-major, for float and double.
 // Threads: OpenBLAS runs single-threaded; a product of at least kGemmSplitMacs multiply-adds is
-// cut into one block of C's rows (of its columns when C is wider than tall) per thread of the
-// pool (thread_pool.h), each block a BLAS call over the whole k, so every element is computed
-// the same way whatever the thread count. Called from a pool thread it runs whole. (OpenBLAS's
-// own threads spin-wait after each call; on two cores they took turns with the pool's threads
-// and cost about a quarter of a DiT-MoE training step, docs/PERFORMANCE.md.)
+// cut into up to kGemmBlocks blocks of C's rows (of its columns when C is wider than tall), fixed
+// by the shape alone, which the pool (thread_pool.h) runs side by side, each a BLAS call over
+// the whole k: the same calls for any thread count, so the same bits. Called from a pool thread
+// the blocks run one after another. (OpenBLAS's own threads spin-wait after each call; on two
+// cores they took turns with the pool's threads and cost about a quarter of a DiT-MoE training
+// step, docs/PERFORMANCE.md.)
 #include <cstdint>
 
 namespace loom::kernels::cpu {
 
 constexpr int64_t kGemmSplitMacs = int64_t(1) << 18;
+constexpr int64_t kGemmBlocks = 8;
 
 struct GemmParams {
   bool trans_a = false, trans_b = false;

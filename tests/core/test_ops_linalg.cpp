@@ -1,3 +1,4 @@
+#include "kernels/cpu/thread_pool.h"
 #include "testing.h"
 
 namespace loom {
@@ -61,6 +62,28 @@ TEST(Matmul, Errors) {
   EXPECT_THROW((void)matmul(zeros({2, 3}), zeros({3, 2}, DType::f64)), Error);
   EXPECT_THROW((void)matmul(zeros({2, 2, 3}), zeros({3, 3, 2})), Error);
   EXPECT_THROW((void)linear(zeros({2, 3}), zeros({4, 2})), Error);
+}
+
+// CPU GEMMs large enough to be cut into blocks over the pool (kernels/cpu/gemm.h) give the same
+// bits for any thread count, split by rows (tall C), by columns (wide C), with transposed
+// operands, and as a batch of small products run side by side.
+TEST(Matmul, SameBitsForAnyThreadCount) {
+  const int before = kernels::cpu::num_threads();
+  const std::vector<std::pair<Tensor, Tensor>> cases = {
+      {testing::uniform({1001, 300}, -1, 1, 1), testing::uniform({300, 77}, -1, 1, 2)},
+      {testing::uniform({77, 300}, -1, 1, 3), testing::uniform({300, 1001}, -1, 1, 4)},
+      {testing::uniform({300, 1001}, -1, 1, 5).t(), testing::uniform({77, 300}, -1, 1, 6).t()},
+      {testing::uniform({64, 49, 32}, -1, 1, 7), testing::uniform({64, 32, 49}, -1, 1, 8)}};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    kernels::cpu::set_num_threads(1);
+    const Tensor one = matmul(cases[i].first, cases[i].second);
+    for (int threads : {2, 3}) {
+      kernels::cpu::set_num_threads(threads);
+      EXPECT_TRUE(testing::allclose(matmul(cases[i].first, cases[i].second), one, 0, 0))
+          << "case " << i << ", " << threads << " threads";
+    }
+  }
+  kernels::cpu::set_num_threads(before);
 }
 
 }  // namespace loom
