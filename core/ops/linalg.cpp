@@ -169,9 +169,8 @@ Tensor matmul(const Tensor& a_cast, const Tensor& b_cast) {
              shape_str(a_in.shape()), " and ", shape_str(b_in.shape()));
   LOOM_CHECK(a_in.dtype() == b_in.dtype(), "[matmul] dtypes differ: ", dtype_name(a_in.dtype()),
              " and ", dtype_name(b_in.dtype()));
-  LOOM_CHECK(a_in.device() == b_in.device(),
-             "[matmul] operands on different devices: ", a_in.device().str(), " and ",
-             b_in.device().str());
+  LOOM_CHECK(a_in.device() == b_in.device(), "[matmul] operands on different devices: ",
+             a_in.device().str(), " and ", b_in.device().str());
   // [.., M, K] @ [K, N]: fold the batch into M so one GEMM covers it.
   if (a_in.dim() > 2 && b_in.dim() == 2 && a_in.shape().back() == b_in.shape()[0]) {
     Shape out_shape = a_in.shape();

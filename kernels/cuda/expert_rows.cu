@@ -9,7 +9,7 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/moe.h"
-#include "kernels/cuda/vectorized.cuh"
+#include "kernels/cuda/pack.cuh"
 
 namespace loom::kernels::cuda {
 
@@ -19,20 +19,6 @@ constexpr int kRowsPerBlock = 8;
 
 __device__ __forceinline__ int64_t warp_row() {
   return int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
-}
-
-template <int V, class T, class C>
-__device__ __forceinline__ void load(const T* p, C (&v)[V]) {
-  const VecPack<T, V> pack = *reinterpret_cast<const VecPack<T, V>*>(p);
-#pragma unroll
-  for (int j = 0; j < V; ++j) v[j] = to_compute<C>(pack.v[j]);
-}
-template <int V, class T, class C>
-__device__ __forceinline__ void store(T* p, const C (&v)[V]) {
-  VecPack<T, V> pack;
-#pragma unroll
-  for (int j = 0; j < V; ++j) pack.v[j] = from_compute<T>(v[j]);
-  *reinterpret_cast<VecPack<T, V>*>(p) = pack;
 }
 
 template <int V, class A, class Y>
@@ -46,17 +32,17 @@ __global__ void combine_forward_kernel(ExpertRows r, const A* __restrict__ base,
   const int64_t* slots = r.position + t * r.top_k;
   for (int64_t c = int64_t(lane) * V; c < r.width; c += 32 * V) {
     C acc[V];
-    load<V>(base + t * r.width + c, acc);
+    load_pack<V>(base + t * r.width, c / V, acc);
     for (int64_t j = 0; j < r.top_k; ++j) {
       const int64_t row = slots[j];
       if (row < 0) continue;
       const C w = to_compute<C>(weight[row]);
       C v[V];
-      load<V>(y + row * r.width + c, v);
+      load_pack<V>(y + row * r.width, c / V, v);
 #pragma unroll
       for (int i = 0; i < V; ++i) acc[i] += w * v[i];
     }
-    store<V>(out + t * r.width + c, acc);
+    store_pack<V>(out + t * r.width, c / V, acc);
   }
 }
 
@@ -73,14 +59,14 @@ __global__ void combine_backward_kernel(ExpertRows r, const A* __restrict__ g,
   C dot = 0;
   for (int64_t c = int64_t(lane) * V; c < r.width; c += 32 * V) {
     C gv[V], yv[V], dv[V];
-    load<V>(grow + c, gv);
-    load<V>(y + row * r.width + c, yv);
+    load_pack<V>(grow, c / V, gv);
+    load_pack<V>(y + row * r.width, c / V, yv);
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       dv[i] = w * gv[i];
       dot += gv[i] * yv[i];
     }
-    store<V>(dy + row * r.width + c, dv);
+    store_pack<V>(dy + row * r.width, c / V, dv);
   }
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, o);
@@ -101,11 +87,11 @@ __global__ void gather_slot_sum_kernel(ExpertRows r, const T* __restrict__ drows
       const int64_t row = slots[j];
       if (row < 0) continue;
       C v[V];
-      load<V>(drows + row * r.width + c, v);
+      load_pack<V>(drows + row * r.width, c / V, v);
 #pragma unroll
       for (int i = 0; i < V; ++i) acc[i] += v[i];
     }
-    store<V>(dx + t * r.width + c, acc);
+    store_pack<V>(dx + t * r.width, c / V, acc);
   }
 }
 

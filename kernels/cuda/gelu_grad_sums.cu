@@ -13,8 +13,8 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/pack.cuh"
 #include "kernels/cuda/runtime.h"
-#include "kernels/cuda/vectorized.cuh"
 #include "kernels/scalar_fns.h"
 
 namespace loom::kernels::cuda {
@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(kColThreads)
     gelu_grad_partial_kernel(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ dx,
                              float* __restrict__ partial, int64_t rows, int64_t cols,
                              int64_t rows_per_block) {
-  using P = VecPack<T, 8>;
+  using P = Pack<T, 8>;
   const int64_t col = (int64_t(blockIdx.x) * kColThreads + threadIdx.x) * 8;
   if (col >= cols) return;
   const int64_t r0 = int64_t(blockIdx.y) * rows_per_block;

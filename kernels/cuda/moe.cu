@@ -42,7 +42,7 @@ __global__ void swiglu_backward_kernel(const T* __restrict__ a, const T* __restr
                                        const T* __restrict__ dy, T* __restrict__ da,
                                        T* __restrict__ db, int64_t n) {
   using C = typename Compute<T>::type;
-  using P = VecPack<T, V>;
+  using P = Pack<T, V>;
   const auto one = [](T a, T b, T g, T& da, T& db) {
     C ga, gb;
     fn::SwiGluGrad::f(to_compute<C>(a), to_compute<C>(b), to_compute<C>(g), ga, gb);

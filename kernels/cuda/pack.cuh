@@ -1,6 +1,7 @@
 #pragma once
-// Vectorized row access for the row kernels (nn.cu, adaln.cu): V consecutive elements of T moved
-// as one aligned load or store. Callers check that the row and V * sizeof(T) are aligned.
+// Vectorized access for the CUDA kernels (row kernels, vectorized.cuh's maps, the MoE and GELU
+// kernels): V consecutive elements of T moved as one aligned load or store. Callers check that
+// the row and V * sizeof(T) are aligned.
 #include "kernels/cuda/dtype_cuda.cuh"
 
 namespace loom::kernels::cuda {

@@ -16,23 +16,19 @@
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/dtype_cuda.cuh"
 #include "kernels/cuda/grid.cuh"
+#include "kernels/cuda/pack.cuh"
 
 namespace loom::kernels::cuda {
-
-template <class T, int V>
-struct alignas(sizeof(T) * V) VecPack {
-  T v[V];
-};
 
 template <int V, class C, class In, class Out, class F>
 __global__ void map1_kernel(const In* x, Out* y, int64_t n, F f) {
   const int64_t packs = n / V;
   for (int64_t p = grid_index(); p < packs; p += grid_step()) {
-    const VecPack<In, V> in = reinterpret_cast<const VecPack<In, V>*>(x)[p];
-    VecPack<Out, V> out;
+    const Pack<In, V> in = reinterpret_cast<const Pack<In, V>*>(x)[p];
+    Pack<Out, V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) out.v[j] = from_compute<Out>(f(to_compute<C>(in.v[j])));
-    reinterpret_cast<VecPack<Out, V>*>(y)[p] = out;
+    reinterpret_cast<Pack<Out, V>*>(y)[p] = out;
   }
   for (int64_t i = packs * V + grid_index(); i < n; i += grid_step())
     y[i] = from_compute<Out>(f(to_compute<C>(x[i])));
@@ -42,15 +38,15 @@ template <int V, class C, class In, class Out, class F>
 __global__ void map2_kernel(const In* a, const In* b, C sa, C sb, Out* y, int64_t n, F f) {
   const int64_t packs = n / V;
   for (int64_t p = grid_index(); p < packs; p += grid_step()) {
-    VecPack<In, V> va, vb;
-    if (a) va = reinterpret_cast<const VecPack<In, V>*>(a)[p];
-    if (b) vb = reinterpret_cast<const VecPack<In, V>*>(b)[p];
-    VecPack<Out, V> out;
+    Pack<In, V> va, vb;
+    if (a) va = reinterpret_cast<const Pack<In, V>*>(a)[p];
+    if (b) vb = reinterpret_cast<const Pack<In, V>*>(b)[p];
+    Pack<Out, V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j)
       out.v[j] = from_compute<Out>(
           f(a ? to_compute<C>(va.v[j]) : sa, b ? to_compute<C>(vb.v[j]) : sb));
-    reinterpret_cast<VecPack<Out, V>*>(y)[p] = out;
+    reinterpret_cast<Pack<Out, V>*>(y)[p] = out;
   }
   for (int64_t i = packs * V + grid_index(); i < n; i += grid_step())
     y[i] = from_compute<Out>(f(a ? to_compute<C>(a[i]) : sa, b ? to_compute<C>(b[i]) : sb));
