@@ -4,6 +4,7 @@
 
 #include "core/autograd.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_cudnn.h"
 
 namespace loom::ops {
 
@@ -41,8 +42,8 @@ bool packed_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
 // instead of copying three gradients into one.
 std::array<Tensor, 3> gradient_buffers(const Tensor& q, const Tensor& k, const Tensor& v) {
   if (packed_qkv(q, k, v)) {
-    const Tensor packed = empty({q.size(0), q.size(2), 3, q.size(1), q.size(3)}, q.dtype(),
-                                q.device());
+    const Tensor packed =
+        empty({q.size(0), q.size(2), 3, q.size(1), q.size(3)}, q.dtype(), q.device());
     return {packed.select(2, 0).transpose(1, 2), packed.select(2, 1).transpose(1, 2),
             packed.select(2, 2).transpose(1, 2)};
   }
@@ -67,8 +68,10 @@ class FlashAttentionOp final : public Op {
     a.k = strides_of(k);
     a.v = strides_of(v);
     a.o = strides_of(o);
-    kc::flash_attention_forward(a, q.raw_data(), k.raw_data(), v.raw_data(), o.raw_data(),
-                                lse.data<float>(), q.dtype());
+    if (!kc::cudnn_attention_forward(a, q.raw_data(), k.raw_data(), v.raw_data(), o.raw_data(),
+                                     lse.data<float>(), q.dtype()))
+      kc::flash_attention_forward(a, q.raw_data(), k.raw_data(), v.raw_data(), o.raw_data(),
+                                  lse.data<float>(), q.dtype());
     return {o, lse};
   }
 
@@ -86,6 +89,10 @@ class FlashAttentionOp final : public Op {
     a.dq = strides_of(dq);
     a.dk = strides_of(dk);
     a.dv = strides_of(dv);
+    if (kc::cudnn_attention_backward(a, q.raw_data(), k.raw_data(), v.raw_data(), o.raw_data(),
+                                     dout.raw_data(), lse.data<float>(), dq.raw_data(),
+                                     dk.raw_data(), dv.raw_data(), q.dtype()))
+      return {dq, dk, dv};
     const size_t ws_bytes = kc::flash_attention_backward_workspace_bytes(a);
     Tensor ws = empty({int64_t((ws_bytes + 3) / 4)}, DType::f32, q.device());
     kc::flash_attention_backward(a, q.raw_data(), k.raw_data(), v.raw_data(), o.raw_data(),

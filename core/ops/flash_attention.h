@@ -1,6 +1,8 @@
 #pragma once
-// The fused attention path of scaled_dot_product_attention on CUDA (kernels/cuda/attention.h):
-// softmax(scale q k^T) v without the score matrix in memory, forward and backward. Internal to
+// The fused attention path of scaled_dot_product_attention on CUDA: softmax(scale q k^T) v without
+// the score matrix in memory, forward and backward, by cuDNN's fused attention where it serves the
+// call (kernels/cuda/attention_cudnn.h; LOOM_ATTENTION=loom turns it off) and loom's flash
+// attention kernels otherwise (kernels/cuda/attention.h). Internal to
 // core/ops; the public entry stays scaled_dot_product_attention, whose composite form is the
 // oracle this path is tested against.
 #include "core/tensor.h"

@@ -1,17 +1,14 @@
-// Standalone GPU check of loom's flash attention (kernels/cuda/attention.h): correctness of the
-// forward and backward against an f64 reference computed on the GPU from the same rounded
-// inputs, for several shapes, layouts, dtypes and both mask modes; then timings.
+// Standalone GPU check of loom's flash attention (kernels/cuda/attention.h) and of cuDNN's fused
+// attention behind the same interface (kernels/cuda/attention_cudnn.h): correctness of the forward
+// and backward against an f64 reference computed on the GPU from the same rounded inputs, for
+// several shapes, layouts, dtypes and both mask modes; then timings of both.
 //
-// Build and run from the repository root:
-//   nvcc -std=c++20 -arch=sm_90 -O3 -I. tests/gpu/attention_check.cu kernels/cuda/attention_fwd.cu
-//   \
-//     kernels/cuda/attention_bwd.cu kernels/cuda/runtime.cpp -o attention_check &&
-//     ./attention_check
-// Without runtime.cpp (this file then supplies compute_stream/check_launch/current_device):
-//   nvcc -std=c++20 -arch=sm_90 -O3 -I. -DLOOM_ATTENTION_CHECK_SHIM tests/gpu/attention_check.cu \
-//     kernels/cuda/attention_fwd.cu kernels/cuda/attention_bwd.cu -o attention_check
+// Built by CMake as the target attention_check (linked with the loom library; CTest runs it as
+// gpu/attention_check --no-bench).
 // Options: --no-bench (correctness only), --bench-only. The D <= 64 cases and the main timing row
 // are repeated under LOOM_ATTENTION_VARIANT=1 and 2 (alternative tile shapes, a tuning aid).
+// Every case runs again through cuDNN: those cuDNN must serve (non-causal bf16/f16, head_dim a
+// multiple of 8 up to 128, strides multiples of 8) fail when it declines; the others must decline.
 //
 // Each case poisons every output buffer (0xff bytes: NaN in all float types) and pads the rows of
 // strided layouts, then checks that every logical element was written and no padding byte or
@@ -35,30 +32,8 @@
 #include <vector>
 
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_cudnn.h"
 #include "kernels/cuda/context.h"
-
-#ifdef LOOM_ATTENTION_CHECK_SHIM
-namespace loom::kernels::cuda {
-int current_device() {
-  int d = 0;
-  cudaGetDevice(&d);
-  return d;
-}
-cudaStream_t compute_stream() {
-  static cudaStream_t s = [] {
-    cudaStream_t x;
-    cudaStreamCreateWithFlags(&x, cudaStreamNonBlocking);
-    return x;
-  }();
-  return s;
-}
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("[cuda] ") + what + ": " + cudaGetErrorString(e));
-}
-}  // namespace loom::kernels::cuda
-#endif
 
 using loom::DType;
 using namespace loom::kernels::cuda;
@@ -76,6 +51,30 @@ namespace {
 
 cudaStream_t st() {
   return compute_stream();
+}
+
+// Which implementation the checks and timings call: loom's kernels or cuDNN's (declining calls
+// return false and leave the outputs alone).
+enum class Path { loom, cudnn };
+Path g_path = Path::loom;
+const char* path_name() {
+  return g_path == Path::loom ? "loom" : "cudnn";
+}
+
+bool forward(const AttentionArgs& a, const void* q, const void* k, const void* v, void* o,
+             float* lse, DType dt) {
+  if (g_path == Path::cudnn) return cudnn_attention_forward(a, q, k, v, o, lse, dt);
+  flash_attention_forward(a, q, k, v, o, lse, dt);
+  return true;
+}
+// ws: loom's workspace (flash_attention_backward_workspace_bytes), unused by cuDNN.
+bool backward(const AttentionArgs& a, const void* q, const void* k, const void* v, const void* o,
+              const void* dout, const float* lse, void* dq, void* dk, void* dv, DType dt,
+              void* ws) {
+  if (g_path == Path::cudnn)
+    return cudnn_attention_backward(a, q, k, v, o, dout, lse, dq, dk, dv, dt);
+  flash_attention_backward(a, q, k, v, o, dout, lse, dq, dk, dv, dt, static_cast<float*>(ws));
+  return true;
 }
 
 // -- host element conversion ----------------------------------------------------------------------
@@ -345,14 +344,27 @@ void run_case(const Case& c) {
   a.q = q.s, a.k = k.s, a.v = v.s, a.o = o.s, a.dout = dout.s, a.dq = dq.s, a.dk = dk.s,
   a.dv = dv.s;
 
-  flash_attention_forward(a, q.d, k.d, v.d, o.d, lse.d, c.dt);
   const size_t wsb = flash_attention_backward_workspace_bytes(a);
   DevVec<unsigned char> ws(wsb + 16);
   CK(cudaMemsetAsync(ws.d, 0xff, wsb + 16, st()));  // the backward must not need a zeroed workspace
-  flash_attention_backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, c.dt,
-                           reinterpret_cast<float*>(ws.d));
+  const bool served_f = forward(a, q.d, k.d, v.d, o.d, lse.d, c.dt);
+  const bool served_b =
+      served_f && backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, c.dt, ws.d);
   CK(cudaStreamSynchronize(st()));
   CK(cudaGetLastError());
+  const bool cudnn_must_serve =
+      !c.causal && c.dt != DType::f32 && c.D % 8 == 0 && c.D <= 128 && c.pad % 8 == 0;
+  if (g_path == Path::cudnn && !(served_f && served_b)) {
+    if (cudnn_must_serve) fail_note("cuDNN declined a call it serves");
+    std::printf("%-5s %-4s B%lld H%lld q%-5lld kv%-5lld D%-4lld %-6s | %s declined  %s\n",
+                path_name(), dname(c.dt), (long long)c.B, (long long)c.H, (long long)c.Nq,
+                (long long)c.Nk, (long long)c.D, c.causal ? "causal" : "full",
+                served_f ? "backward" : "forward", g_failures == before ? "ok" : "FAIL");
+    std::fputs(g_notes.c_str(), stdout);
+    return;
+  }
+  if (g_path == Path::cudnn && !cudnn_must_serve)
+    fail_note("cuDNN served a call it should decline");
 
   const Reference ref =
       reference({c.B * c.H, c.Nq, c.Nk, c.D, double(scale), c.causal}, Q, K, V, DO);
@@ -376,11 +388,11 @@ void run_case(const Case& c) {
     fail_note("relative error above " + std::to_string(tol));
   if (!(el < ltol)) fail_note("lse error above " + std::to_string(ltol));
   std::printf(
-      "%-4s B%lld H%lld q%-5lld kv%-5lld D%-4lld %-6s %s pad%d | o %.2e dq %.2e dk %.2e dv %.2e "
-      "lse %.1e  %s\n",
-      dname(c.dt), (long long)c.B, (long long)c.H, (long long)c.Nq, (long long)c.Nk, (long long)c.D,
-      c.causal ? "causal" : "full", c.bnhd ? "bnhd" : "bhnd", c.pad, eo, eq, ek, ev, el,
-      g_failures == before ? "ok" : "FAIL");
+      "%-5s %-4s B%lld H%lld q%-5lld kv%-5lld D%-4lld %-6s %s pad%d | o %.2e dq %.2e dk %.2e dv "
+      "%.2e lse %.1e  %s\n",
+      path_name(), dname(c.dt), (long long)c.B, (long long)c.H, (long long)c.Nq, (long long)c.Nk,
+      (long long)c.D, c.causal ? "causal" : "full", c.bnhd ? "bnhd" : "bhnd", c.pad, eo, eq, ek, ev,
+      el, g_failures == before ? "ok" : "FAIL");
   std::fputs(g_notes.c_str(), stdout);
   std::fflush(stdout);
 }
@@ -479,11 +491,16 @@ void bench(const char* label, int64_t B, int64_t H, int64_t N, int64_t D, bool c
   a.q = q.s, a.k = k.s, a.v = v.s, a.o = o.s, a.dout = dout.s, a.dq = dq.s, a.dk = dk.s,
   a.dv = dv.s;
   DevVec<unsigned char> ws(flash_attention_backward_workspace_bytes(a));
-  auto fwd = [&] { flash_attention_forward(a, q.d, k.d, v.d, o.d, lse.d, DType::bf16); };
+  bool served = true;
+  auto fwd = [&] { served &= forward(a, q.d, k.d, v.d, o.d, lse.d, DType::bf16); };
   auto bwd = [&] {
-    flash_attention_backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, DType::bf16,
-                             reinterpret_cast<float*>(ws.d));
+    served &= backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, DType::bf16, ws.d);
   };
+  fwd(), bwd();
+  if (!served) {
+    std::printf("%-5s %-34s declined\n", path_name(), label);
+    return;
+  }
   const double t_f = median_ms(fwd);
   const double t_b = median_ms(bwd);
   const double t_fb = median_ms([&] { fwd(), bwd(); });
@@ -491,8 +508,9 @@ void bench(const char* label, int64_t B, int64_t H, int64_t N, int64_t D, bool c
       4.0 * double(B * H) * double(N) * double(N) * double(D) * (causal ? 0.5 : 1.0);
   const double flop_b = 2.5 * flop_f;
   std::printf(
-      "%-34s fwd %7.3f ms %6.1f TF/s | bwd %7.3f ms %6.1f TF/s | fwd+bwd %7.3f ms %6.1f TF/s\n",
-      label, t_f, flop_f / t_f * 1e-9, t_b, flop_b / t_b * 1e-9, t_fb,
+      "%-5s %-34s fwd %7.3f ms %6.1f TF/s | bwd %7.3f ms %6.1f TF/s | fwd+bwd %7.3f ms %6.1f "
+      "TF/s\n",
+      path_name(), label, t_f, flop_f / t_f * 1e-9, t_b, flop_b / t_b * 1e-9, t_fb,
       (flop_f + flop_b) / t_fb * 1e-9);
   std::fflush(stdout);
 }
@@ -552,6 +570,11 @@ int main(int argc, char** argv) {
           if (c.D <= 64 && c.D % 8 == 0 && c.pad % 8 == 0 && c.dt != DType::f32) run_case(c);
       }
       unsetenv("LOOM_ATTENTION_VARIANT");
+      g_path = Path::cudnn;
+      set_attention_backend(AttentionBackend::cudnn);
+      std::printf("cuDNN's fused attention\n");
+      for (const Case& c : cases) run_case(c);
+      g_path = Path::loom;
       std::printf(g_failures ? "correctness: %d FAILURES\n" : "correctness: all passed\n",
                   g_failures);
     }
@@ -566,11 +589,17 @@ int main(int argc, char** argv) {
               false, false);
       }
       unsetenv("LOOM_ATTENTION_VARIANT");
-      bench("B32 H12 N1024 D64 [B,N,H,D]", 32, 12, 1024, 64, false, true);
-      bench("B32 H12 N1024 D64 causal", 32, 12, 1024, 64, true, false);
-      bench("B32 H12 N1024 D128", 32, 12, 1024, 128, false, false);
-      bench("DiT-B/2 B256 H12 N256 D64 [B,N,H,D]", 256, 12, 256, 64, false, true);
-      bench("DiT-XL/2 B256 H16 N256 D72 [B,N,H,D]", 256, 16, 256, 72, false, true);
+      set_attention_backend(AttentionBackend::cudnn);
+      for (Path path : {Path::loom, Path::cudnn}) {
+        g_path = path;
+        if (path == Path::cudnn)
+          bench("B32 H12 N1024 D64 [B,H,N,D]", 32, 12, 1024, 64, false, false);
+        bench("B32 H12 N1024 D64 [B,N,H,D]", 32, 12, 1024, 64, false, true);
+        bench("B32 H12 N1024 D64 causal", 32, 12, 1024, 64, true, false);
+        bench("B32 H12 N1024 D128", 32, 12, 1024, 128, false, false);
+        bench("DiT-B/2 B256 H12 N256 D64 [B,N,H,D]", 256, 12, 256, 64, false, true);
+        bench("DiT-XL/2 B256 H16 N256 D72 [B,N,H,D]", 256, 16, 256, 72, false, true);
+      }
     }
   } catch (const std::exception& e) {
     std::printf("exception: %s\n", e.what());

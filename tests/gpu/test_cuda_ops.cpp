@@ -5,6 +5,7 @@
 
 #include "core/loom.h"
 #include "core/ops/cuda_gemm.h"
+#include "kernels/cuda/attention_cudnn.h"
 #include "kernels/cuda/runtime.h"
 #include "optim/adamw.h"
 #include "optim/muon.h"
@@ -15,6 +16,7 @@
 namespace loom {
 namespace {
 
+namespace kc = kernels::cuda;
 using testing::allclose;
 using testing::expect_twin;
 using testing::kGpu;
@@ -268,21 +270,28 @@ TEST_F(Cuda, ConvolutionMatchesCpu) {
                     uniform({4}, -1, 1, 58)});
 }
 
+// Both implementations of the fused path (cuDNN's where it serves the call, loom's kernels) against
+// the CPU composite.
 TEST_F(Cuda, AttentionMatchesCpu) {
   const Tensor q = uniform({2, 3, 77, 64}, -1, 1, 61), k = uniform({2, 3, 77, 64}, -1, 1, 62),
                v = uniform({2, 3, 77, 64}, -1, 1, 63);
-  expect_twin_both("sdpa", [](auto& x) { return scaled_dot_product_attention(x[0], x[1], x[2]); },
-                   {q, k, v});
-  // q, k, v unbound from one packed [B, T, 3, H, D] projection, as the attention module makes
-  // them: the backward hands unbind one packed gradient buffer (no copies); same values.
   const Tensor qkv = uniform({2, 77, 3 * 3 * 64}, -1, 1, 64);
-  expect_twin_both("packed qkv",
-                   [](auto& x) {
-                     const std::vector<Tensor> p =
-                         unbind(x[0].view({2, 77, 3, 3, 64}).permute({2, 0, 3, 1, 4}), 0);
-                     return scaled_dot_product_attention(p[0], p[1], p[2]);
-                   },
-                   {qkv});
+  for (kc::AttentionBackend backend : {kc::AttentionBackend::cudnn, kc::AttentionBackend::loom}) {
+    SCOPED_TRACE(backend == kc::AttentionBackend::cudnn ? "cudnn" : "loom");
+    kc::set_attention_backend(backend);
+    expect_twin_both("sdpa", [](auto& x) { return scaled_dot_product_attention(x[0], x[1], x[2]); },
+                     {q, k, v});
+    // q, k, v unbound from one packed [B, T, 3, H, D] projection, as the attention module makes
+    // them: the backward hands unbind one packed gradient buffer (no copies); same values.
+    expect_twin_both("packed qkv",
+                     [](auto& x) {
+                       const std::vector<Tensor> p =
+                           unbind(x[0].view({2, 77, 3, 3, 64}).permute({2, 0, 3, 1, 4}), 0);
+                       return scaled_dot_product_attention(p[0], p[1], p[2]);
+                     },
+                     {qkv});
+  }
+  kc::set_attention_backend(kc::AttentionBackend::cudnn);
 }
 
 // An out-of-range CUDA index is not checked on the host (no stall per index op): the kernel skips
