@@ -20,13 +20,10 @@ namespace loom::kernels::cuda {
 
 namespace {
 
-// One backend descriptor, destroyed with its owner.
+// One backend descriptor, destroyed with its owner; made by make() below.
 class Descriptor {
  public:
-  explicit Descriptor(cudnnBackendDescriptorType_t type) {
-    if (cudnnBackendCreateDescriptor(type, &d_) != CUDNN_STATUS_SUCCESS)
-      throw std::runtime_error("[cudnn] attention: cannot create a backend descriptor");
-  }
+  explicit Descriptor(cudnnBackendDescriptor_t d) : d_(d) {}
   Descriptor(const Descriptor&) = delete;
   Descriptor& operator=(const Descriptor&) = delete;
   ~Descriptor() { cudnnBackendDestroyDescriptor(d_); }
@@ -44,9 +41,16 @@ class Descriptor {
   bool finalize() { return cudnnBackendFinalize(d_) == CUDNN_STATUS_SUCCESS; }
 
  private:
-  cudnnBackendDescriptor_t d_ = nullptr;
+  cudnnBackendDescriptor_t d_;
 };
 using DescriptorPtr = std::unique_ptr<Descriptor>;
+
+// Null when the loaded cuDNN does not know the type (a library older than the headers).
+DescriptorPtr make(cudnnBackendDescriptorType_t type) {
+  cudnnBackendDescriptor_t d = nullptr;
+  if (cudnnBackendCreateDescriptor(type, &d) != CUDNN_STATUS_SUCCESS) return nullptr;
+  return std::make_unique<Descriptor>(d);
+}
 
 // The tensors of one graph, by unique id (the variant pack's order is the caller's).
 enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kDout, kDq, kDk, kDv };
@@ -55,7 +59,8 @@ enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kDout, kDq, kDk, kDv };
 // the [B, H, q_len, 1] f32 statistics, or the by-value f32 scale.
 DescriptorPtr tensor(Uid uid, cudnnDataType_t type, const std::vector<int64_t>& dims,
                      const std::vector<int64_t>& strides, bool by_value = false) {
-  auto t = std::make_unique<Descriptor>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  DescriptorPtr t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  if (!t) return nullptr;
   const int64_t id = uid, alignment = by_value ? 4 : 16;
   bool ok =
       t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type) &&
@@ -103,37 +108,38 @@ DeviceState& state(int device) {  // called with state_mutex() held
 
 // The first engine config of the heuristics' list that finalizes into a plan, or none.
 void build_plan(cudnnHandle_t handle, Plan& p, DescriptorPtr op) {
-  auto graph = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  DescriptorPtr graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   const cudnnBackendDescriptor_t ops = op->get();
-  if (!graph->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) ||
+  if (!graph || !graph->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) ||
       !graph->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &ops) ||
       !graph->finalize())
     return;
   p.keep.push_back(std::move(op));
   for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    Descriptor heuristics(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    if (!heuristics.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph) ||
-        !heuristics.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) ||
-        !heuristics.finalize())
+    DescriptorPtr heuristics = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    if (!heuristics || !heuristics->set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph) ||
+        !heuristics->set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) ||
+        !heuristics->finalize())
       continue;
     int64_t count = 0;
-    if (cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+    if (cudnnBackendGetAttribute(heuristics->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
                                  nullptr) != CUDNN_STATUS_SUCCESS)
       continue;
     std::vector<DescriptorPtr> configs;
     std::vector<cudnnBackendDescriptor_t> raw;
     for (int64_t i = 0; i < count; ++i) {
-      configs.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+      configs.push_back(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+      if (!configs.back()) return;
       raw.push_back(configs.back()->get());
     }
-    if (count == 0 || cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+    if (count == 0 || cudnnBackendGetAttribute(heuristics->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count,
                                                raw.data()) != CUDNN_STATUS_SUCCESS)
       continue;
     for (int64_t i = 0; i < count; ++i) {
-      auto plan = std::make_unique<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      if (!plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) ||
+      DescriptorPtr plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+      if (!plan || !plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) ||
           !plan->set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, *configs[size_t(i)]) ||
           !plan->finalize())
         continue;
@@ -196,8 +202,8 @@ DescriptorPtr sdpa_operation(bool backward, const AttentionArgs& a, DType dtype,
   for (const DescriptorPtr& d : keep)
     if (!d) return nullptr;
   if (!backward) {
-    auto op = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
-    const bool ok = op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, *q) &&
+    DescriptorPtr op = make(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
+    const bool ok = op && op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, *q) &&
                     op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, *k) &&
                     op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, *v) &&
                     op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, *o) &&
@@ -209,9 +215,10 @@ DescriptorPtr sdpa_operation(bool backward, const AttentionArgs& a, DType dtype,
   Descriptor* dq = add(operand(kDq, t, a, a.q_len, a.dq));
   Descriptor* dk = add(operand(kDk, t, a, a.kv_len, a.dk));
   Descriptor* dv = add(operand(kDv, t, a, a.kv_len, a.dv));
+#if CUDNN_VERSION >= 91700
   if (!dout || !dq || !dk || !dv) return nullptr;
-  auto op = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR);
-  const bool ok = op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, *q) &&
+  DescriptorPtr op = make(CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR);
+  const bool ok = op && op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, *q) &&
                   op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC, *k) &&
                   op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, *v) &&
                   op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC, *o) &&
@@ -222,6 +229,9 @@ DescriptorPtr sdpa_operation(bool backward, const AttentionArgs& a, DType dtype,
                   op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_DKDESC, *dk) &&
                   op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC, *dv) && op->finalize();
   return ok ? std::move(op) : nullptr;
+#else
+  return nullptr;  // the SDPA backward operation came with cuDNN 9.17
+#endif
 }
 
 // Runs the cached (or newly built) plan of `a` on the compute stream with the given tensors;
@@ -250,15 +260,16 @@ bool run(bool backward, const AttentionArgs& a, DType dtype, const std::vector<i
   data.push_back(const_cast<float*>(&scale));
   void* workspace =
       p.workspace_bytes > 0 ? device_malloc(size_t(p.workspace_bytes), device) : nullptr;
-  Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  DescriptorPtr pack = make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
   cudnnStatus_t status = CUDNN_STATUS_BAD_PARAM;
-  if (pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, int64_t(ids.size()),
-               ids.data()) &&
-      pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, int64_t(data.size()),
-               data.data()) &&
-      pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace) &&
-      pack.finalize() && cudnnSetStream(s.handle, compute_stream()) == CUDNN_STATUS_SUCCESS)
-    status = cudnnBackendExecute(s.handle, p.plan->get(), pack.get());
+  if (pack &&
+      pack->set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, int64_t(ids.size()),
+                ids.data()) &&
+      pack->set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, int64_t(data.size()),
+                data.data()) &&
+      pack->set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace) &&
+      pack->finalize() && cudnnSetStream(s.handle, compute_stream()) == CUDNN_STATUS_SUCCESS)
+    status = cudnnBackendExecute(s.handle, p.plan->get(), pack->get());
   // The allocator reuses blocks in compute-stream order, so the workspace may go back now.
   if (workspace) device_free(workspace, device);
   if (status != CUDNN_STATUS_SUCCESS)
@@ -269,6 +280,10 @@ bool run(bool backward, const AttentionArgs& a, DType dtype, const std::vector<i
 }
 
 }  // namespace
+
+bool cudnn_attention_has_backward() {
+  return CUDNN_VERSION >= 91700 && cudnnGetVersion() >= 91700;
+}
 
 bool cudnn_attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
                              void* o, float* lse, DType dtype) {

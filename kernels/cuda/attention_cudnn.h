@@ -31,6 +31,10 @@ enum class AttentionBackend { cudnn, loom };
 AttentionBackend attention_backend();
 void set_attention_backend(AttentionBackend backend);
 
+// Whether the backward can be served at all: built against cuDNN >= 9.17 and running on one (the
+// SDPA backward operation came with 9.17; older libraries serve the forward only).
+bool cudnn_attention_has_backward();
+
 bool cudnn_attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
                              void* o, float* lse, DType dtype);
 bool cudnn_attention_backward(const AttentionArgs& a, const void* q, const void* k, const void* v,
