@@ -12,6 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-gpu}
 rows=${2:-${LOOM_BENCH_ROWS:-fmnist,B,XL,moeS}}
 peer_dir=${LOOM_PEER_DIR:-$root/.peer}
+source "$root/scripts/cudnn-env.sh"  # the cuDNN the build was configured with, first in the path
 out=${OUT:-/tmp}/bench-gpu.jsonl
 : > "$out"
 declare -A loom_args peer_args

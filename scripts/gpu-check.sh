@@ -6,11 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .deps/use-deps.sh ]; then source .deps/use-deps.sh; fi
+source scripts/cudnn-env.sh
 build=${LOOM_GPU_BUILD:-build-gpu}
 bench=0
 if [ "${1:-}" = "--bench" ]; then bench=1; shift; fi
 cmake -S . -B "$build" -G Ninja -DLOOM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_BUILD_TYPE=Release > "$build.configure.log" 2>&1 || { tail -30 "$build.configure.log"; exit 1; }
+  -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDNN_ROOT="${LOOM_CUDNN_ROOT:-}" > "$build.configure.log" 2>&1 || { tail -30 "$build.configure.log"; exit 1; }
 # Keep going past a failing target so the rest still builds; the errors are printed, and the
 # script fails at the end if any target did not build.
 build_status=0
