@@ -1,6 +1,13 @@
-// cuDNN's fused attention through the backend API (attention_cudnn.h): one SDPA forward or
-// backward operation per graph, the heuristics' engine configs tried in order until one
-// finalizes into an execution plan, plans cached per (direction, shape, strides, dtype, device).
+// cuDNN's fused attention (attention_cudnn.h) as backend-API graphs (cudnn_graph.h):
+//   forward:  cuDNN's single SDPA forward operation, statistics written;
+//   backward: the composite graph cuDNN's fused flash-attention backward engines match (the one
+//             cudnn-frontend builds for cuDNN 9.x): D_i = rowsum(dO * O); P = exp(scale Q K^T -
+//             lse); dV = P^T dO; dS = scale * P * (dO V^T - D_i); dK = dS^T Q; dQ = dS K. The
+//             row sums and an f32 dQ accumulator are tensors of the graph that live in the
+//             workspace, ahead of cuDNN's own (no zeroing needed from cuDNN 9.6 on).
+// Plans are cached per (direction, shape, strides, dtype, device); a shape cuDNN has no engine for
+// is cached as declined. (The SDPA backward *operation* of cuDNN 9.17+ offers no engine on Hopper
+// in 9.19, so the backward uses the composite graph.)
 #include "kernels/cuda/attention_cudnn.h"
 
 #include <cudnn.h>
@@ -14,82 +21,49 @@
 #include <vector>
 
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/cudnn_graph.h"
 #include "kernels/cuda/runtime.h"
 
 namespace loom::kernels::cuda {
 
 namespace {
 
-// One backend descriptor, destroyed with its owner; made by make() below.
-class Descriptor {
- public:
-  explicit Descriptor(cudnnBackendDescriptor_t d) : d_(d) {}
-  Descriptor(const Descriptor&) = delete;
-  Descriptor& operator=(const Descriptor&) = delete;
-  ~Descriptor() { cudnnBackendDestroyDescriptor(d_); }
-  cudnnBackendDescriptor_t get() const { return d_; }
+using Tensor = CudnnGraph::Descriptor*;
+using Spec = CudnnGraph::TensorSpec;
 
-  // Both return whether cuDNN accepted the value / the descriptor.
-  bool set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
-           const void* values) {
-    return cudnnBackendSetAttribute(d_, name, type, count, values) == CUDNN_STATUS_SUCCESS;
-  }
-  bool set(cudnnBackendAttributeName_t name, const Descriptor& value) {
-    const cudnnBackendDescriptor_t v = value.get();
-    return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &v);
-  }
-  bool finalize() { return cudnnBackendFinalize(d_) == CUDNN_STATUS_SUCCESS; }
-
- private:
-  cudnnBackendDescriptor_t d_;
+// Unique ids of the graphs' tensors: the caller's, the scalars, the workspace-resident ones, and
+// the virtual intermediates.
+enum Uid : int64_t {
+  kQ = 1,
+  kK,
+  kV,
+  kO,
+  kStats,
+  kScale,
+  kDout,
+  kDq,
+  kDk,
+  kDv,
+  kOne,
+  kRowSum,
+  kDqAccum,
+  kVirtual = 100,
 };
-using DescriptorPtr = std::unique_ptr<Descriptor>;
 
-// Null when the loaded cuDNN does not know the type (a library older than the headers).
-DescriptorPtr make(cudnnBackendDescriptorType_t type) {
-  cudnnBackendDescriptor_t d = nullptr;
-  if (cudnnBackendCreateDescriptor(type, &d) != CUDNN_STATUS_SUCCESS) return nullptr;
-  return std::make_unique<Descriptor>(d);
-}
+// A graph tensor that lives in the workspace, ahead of cuDNN's own part.
+struct Scratch {
+  int64_t uid, bytes;
+};
 
-// The tensors of one graph, by unique id (the variant pack's order is the caller's).
-enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kScale, kDout, kDq, kDk, kDv };
-
-// A [B, H, len, D] operand addressed with AttentionStrides (element strides, D contiguous), or
-// the [B, H, q_len, 1] f32 statistics, or the by-value f32 scale.
-DescriptorPtr tensor(Uid uid, cudnnDataType_t type, const std::vector<int64_t>& dims,
-                     const std::vector<int64_t>& strides, bool by_value = false) {
-  DescriptorPtr t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-  if (!t) return nullptr;
-  const int64_t id = uid, alignment = by_value ? 4 : 16;
-  bool ok =
-      t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type) &&
-      t->set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, int64_t(dims.size()), dims.data()) &&
-      t->set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, int64_t(strides.size()),
-             strides.data()) &&
-      t->set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &id) &&
-      t->set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
-  if (by_value) {
-    const bool yes = true;
-    ok = ok && t->set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &yes);
-  }
-  return ok && t->finalize() ? std::move(t) : nullptr;
-}
-
-DescriptorPtr operand(Uid uid, cudnnDataType_t type, const AttentionArgs& a, int64_t len,
-                      const AttentionStrides& s) {
-  return tensor(uid, type, {a.batch, a.heads, len, a.head_dim}, {s.batch, s.head, s.token, 1});
-}
-
-struct Plan {
-  std::vector<DescriptorPtr> keep;  // everything the plan was built from
-  DescriptorPtr plan;               // null: cuDNN has no engine for this key
-  int64_t workspace_bytes = 0;
+struct Entry {
+  CudnnGraph graph;
+  bool planned = false;  // false: cuDNN declines this key
+  std::vector<Scratch> scratch;
 };
 
 struct DeviceState {
   cudnnHandle_t handle = nullptr;
-  std::map<std::vector<int64_t>, Plan> plans;
+  std::map<std::vector<int64_t>, std::unique_ptr<Entry>> plans;
 };
 
 std::mutex& state_mutex() {
@@ -106,58 +80,8 @@ DeviceState& state(int device) {  // called with state_mutex() held
   return s;
 }
 
-// The first engine config of the heuristics' list that finalizes into a plan, or none.
-void build_plan(cudnnHandle_t handle, Plan& p, DescriptorPtr op) {
-  DescriptorPtr graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  const cudnnBackendDescriptor_t ops = op->get();
-  if (!graph || !graph->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) ||
-      !graph->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &ops) ||
-      !graph->finalize())
-    return;
-  p.keep.push_back(std::move(op));
-  for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    DescriptorPtr heuristics = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    if (!heuristics || !heuristics->set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph) ||
-        !heuristics->set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) ||
-        !heuristics->finalize())
-      continue;
-    int64_t count = 0;
-    if (cudnnBackendGetAttribute(heuristics->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
-                                 nullptr) != CUDNN_STATUS_SUCCESS)
-      continue;
-    std::vector<DescriptorPtr> configs;
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (int64_t i = 0; i < count; ++i) {
-      configs.push_back(make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
-      if (!configs.back()) return;
-      raw.push_back(configs.back()->get());
-    }
-    if (count == 0 || cudnnBackendGetAttribute(heuristics->get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count,
-                                               raw.data()) != CUDNN_STATUS_SUCCESS)
-      continue;
-    for (int64_t i = 0; i < count; ++i) {
-      DescriptorPtr plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      if (!plan || !plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) ||
-          !plan->set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, *configs[size_t(i)]) ||
-          !plan->finalize())
-        continue;
-      int64_t got = 0;
-      if (cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                   CUDNN_TYPE_INT64, 1, &got,
-                                   &p.workspace_bytes) != CUDNN_STATUS_SUCCESS)
-        continue;
-      p.keep.push_back(std::move(graph));
-      p.keep.push_back(std::move(configs[size_t(i)]));
-      p.plan = std::move(plan);
-      return;
-    }
-  }
-}
-
-cudnnDataType_t cudnn_type(DType t) {
-  return t == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+int64_t round_up(int64_t bytes) {
+  return (bytes + 255) / 256 * 256;
 }
 
 bool aligned(const void* p) {
@@ -184,92 +108,149 @@ std::vector<int64_t> plan_key(bool backward, const AttentionArgs& a, DType dtype
   return key;
 }
 
-// Builds the forward (stats written) or backward SDPA operation of `a`.
-DescriptorPtr sdpa_operation(bool backward, const AttentionArgs& a, DType dtype,
-                             std::vector<DescriptorPtr>& keep) {
-  const cudnnDataType_t t = cudnn_type(dtype);
-  auto add = [&](DescriptorPtr d) {
-    keep.push_back(std::move(d));
-    return keep.back().get();
-  };
-  Descriptor* q = add(operand(kQ, t, a, a.q_len, a.q));
-  Descriptor* k = add(operand(kK, t, a, a.kv_len, a.k));
-  Descriptor* v = add(operand(kV, t, a, a.kv_len, a.v));
-  Descriptor* o = add(operand(kO, t, a, a.q_len, a.o));
-  Descriptor* stats = add(tensor(kStats, CUDNN_DATA_FLOAT, {a.batch, a.heads, a.q_len, 1},
-                                 {a.heads * a.q_len, a.q_len, 1, 1}));
-  Descriptor* scale = add(tensor(kScale, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, true));
-  for (const DescriptorPtr& d : keep)
-    if (!d) return nullptr;
-  if (!backward) {
-    DescriptorPtr op = make(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
-    const bool ok = op && op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, *q) &&
-                    op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, *k) &&
-                    op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, *v) &&
-                    op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, *o) &&
-                    op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, *stats) &&
-                    op->set(CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, *scale) && op->finalize();
-    return ok ? std::move(op) : nullptr;
+// The shapes of one call, as the graph builders name them.
+struct Shapes {
+  const AttentionArgs& a;
+  cudnnDataType_t io;  // bf16 or f16
+
+  // A [B, H, len, D] operand of the caller (element strides, D contiguous).
+  Spec operand(Uid uid, int64_t len, const AttentionStrides& s) const {
+    return {uid, io, {a.batch, a.heads, len, a.head_dim}, {s.batch, s.head, s.token, 1}};
   }
-  Descriptor* dout = add(operand(kDout, t, a, a.q_len, a.dout));
-  Descriptor* dq = add(operand(kDq, t, a, a.q_len, a.dq));
-  Descriptor* dk = add(operand(kDk, t, a, a.kv_len, a.dk));
-  Descriptor* dv = add(operand(kDv, t, a, a.kv_len, a.dv));
-#if CUDNN_VERSION >= 91700
-  if (!dout || !dq || !dk || !dv) return nullptr;
-  DescriptorPtr op = make(CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR);
-  const bool ok = op && op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, *q) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC, *k) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, *v) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC, *o) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_STATSDESC, *stats) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_SCALEDESC, *scale) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_DODDESC, *dout) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_DQDESC, *dq) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_DKDESC, *dk) &&
-                  op->set(CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC, *dv) && op->finalize();
-  return ok ? std::move(op) : nullptr;
-#else
-  return nullptr;  // the SDPA backward operation came with cuDNN 9.17
-#endif
+  // The same memory seen as [B, H, D, len] (the operand transposed, by strides).
+  Spec transposed(Uid uid, int64_t len, const AttentionStrides& s) const {
+    return {uid, io, {a.batch, a.heads, a.head_dim, len}, {s.batch, s.head, 1, s.token}};
+  }
+  // [B, H, q_len, 1] f32, packed: the statistics and the row sums.
+  Spec rows(int64_t uid, bool is_virtual = false) const {
+    return {uid,
+            CUDNN_DATA_FLOAT,
+            {a.batch, a.heads, a.q_len, 1},
+            {a.heads * a.q_len, a.q_len, 1, 1},
+            is_virtual};
+  }
+  // A virtual f32 [B, H, q_len, kv_len] score-shaped intermediate, packed.
+  Spec scores(int64_t uid) const {
+    const int64_t n = a.q_len * a.kv_len;
+    return {uid,
+            CUDNN_DATA_FLOAT,
+            {a.batch, a.heads, a.q_len, a.kv_len},
+            {a.heads * n, n, a.kv_len, 1},
+            true};
+  }
+  // A virtual [B, H, kv_len, q_len] view of a scores-shaped tensor, in the io type.
+  Spec scores_transposed(int64_t uid) const {
+    const int64_t n = a.q_len * a.kv_len;
+    return {uid, io, {a.batch, a.heads, a.kv_len, a.q_len}, {a.heads * n, n, 1, a.kv_len}, true};
+  }
+  static Spec scalar(Uid uid) {
+    return {uid, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true};
+  }
+};
+
+void build_forward(Entry& e, const Shapes& s) {
+  CudnnGraph& g = e.graph;
+  const AttentionArgs& a = s.a;
+  g.operation(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR,
+              {{CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, g.tensor(s.operand(kQ, a.q_len, a.q))},
+               {CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, g.tensor(s.operand(kK, a.kv_len, a.k))},
+               {CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, g.tensor(s.operand(kV, a.kv_len, a.v))},
+               {CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, g.tensor(s.operand(kO, a.q_len, a.o))},
+               {CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, g.tensor(s.rows(kStats))},
+               {CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, g.tensor(Shapes::scalar(kScale))}});
 }
 
-// Runs the cached (or newly built) plan of `a` on the compute stream with the given tensors;
+void build_backward(Entry& e, const Shapes& s) {
+  CudnnGraph& g = e.graph;
+  const AttentionArgs& a = s.a;
+  int64_t next = kVirtual;
+  auto scores = [&] { return g.tensor(s.scores(next++)); };
+  const Tensor q = g.tensor(s.operand(kQ, a.q_len, a.q)),
+               k_t = g.tensor(s.transposed(kK, a.kv_len, a.k)),
+               v_t = g.tensor(s.transposed(kV, a.kv_len, a.v)),
+               o = g.tensor(s.operand(kO, a.q_len, a.o)),
+               dout = g.tensor(s.operand(kDout, a.q_len, a.dout)), stats = g.tensor(s.rows(kStats)),
+               scale = g.tensor(Shapes::scalar(kScale)), one = g.tensor(Shapes::scalar(kOne)),
+               dq = g.tensor(s.operand(kDq, a.q_len, a.dq)),
+               dk = g.tensor(s.operand(kDk, a.kv_len, a.dk)),
+               dv = g.tensor(s.operand(kDv, a.kv_len, a.dv));
+  // D_i = rowsum(dO * O), written to the workspace by the graph itself.
+  Spec product = s.operand(Uid(next++), a.q_len, a.dout);
+  product.type = CUDNN_DATA_FLOAT;
+  product.is_virtual = true;
+  const Tensor dout_o = g.tensor(product), row_sum_virtual = g.tensor(s.rows(next++, true)),
+               row_sum = g.tensor(s.rows(kRowSum));
+  g.pointwise(CUDNN_POINTWISE_MUL, dout, o, dout_o);
+  g.reduce_sum(dout_o, row_sum_virtual);
+  g.pointwise(CUDNN_POINTWISE_MUL, row_sum_virtual, one, row_sum);
+  // P = exp(scale * Q K^T - lse); dV = P^T dO.
+  const Tensor qk = scores(), scaled = scores(), shifted = scores(), p = scores();
+  g.matmul(q, k_t, qk);
+  g.pointwise(CUDNN_POINTWISE_MUL, qk, scale, scaled);
+  g.pointwise(CUDNN_POINTWISE_SUB, scaled, stats, shifted);
+  g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, p);
+  const Tensor p_t = g.tensor(s.scores_transposed(next++));
+  g.reshape(p, p_t);
+  g.matmul(p_t, dout, dv);
+  // dS = scale * P * (dO V^T - D_i); dK = dS^T Q; dQ = dS K (accumulated in f32, then cast).
+  const Tensor dp = scores(), centered = scores(), ds_unscaled = scores(), ds = scores();
+  g.matmul(dout, v_t, dp);
+  g.pointwise(CUDNN_POINTWISE_SUB, dp, row_sum, centered);
+  g.pointwise(CUDNN_POINTWISE_MUL, centered, p, ds_unscaled);
+  g.pointwise(CUDNN_POINTWISE_MUL, ds_unscaled, scale, ds);
+  const Tensor ds_t = g.tensor(s.scores_transposed(next++));
+  g.reshape(ds, ds_t);
+  g.matmul(ds_t, q, dk);
+  Spec k_rows = s.operand(Uid(next++), a.kv_len, a.k);
+  k_rows.type = CUDNN_DATA_FLOAT;
+  k_rows.is_virtual = true;
+  const Tensor k = g.tensor(k_rows);
+  g.reshape(k_t, k);
+  const int64_t accum_elems = a.batch * a.heads * a.q_len * a.head_dim;
+  const Tensor dq_accum =
+      g.tensor({kDqAccum,
+                CUDNN_DATA_FLOAT,
+                {a.batch, a.heads, a.q_len, a.head_dim},
+                {a.heads * a.q_len * a.head_dim, a.q_len * a.head_dim, a.head_dim, 1}});
+  g.matmul(ds, k, dq_accum);
+  g.pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, dq);
+  e.scratch = {{kDqAccum, 4 * accum_elems}, {kRowSum, 4 * a.batch * a.heads * a.q_len}};
+}
+
+// Runs the cached (or newly built) plan of `a` on the compute stream with the caller's tensors;
 // false when cuDNN has no engine for it.
-bool run(bool backward, const AttentionArgs& a, DType dtype, const std::vector<int64_t>& uids,
-         const std::vector<const void*>& pointers) {
+bool run(bool backward, const AttentionArgs& a, DType dtype, std::vector<int64_t> uids,
+         std::vector<void*> pointers) {
   const int device = current_device();
   std::lock_guard<std::mutex> lock(state_mutex());
   DeviceState& s = state(device);
-  const std::vector<int64_t> key = plan_key(backward, a, dtype);
-  auto it = s.plans.find(key);
-  if (it == s.plans.end()) {
-    Plan p;
-    if (DescriptorPtr op = sdpa_operation(backward, a, dtype, p.keep))
-      build_plan(s.handle, p, std::move(op));
-    it = s.plans.emplace(key, std::move(p)).first;
+  std::unique_ptr<Entry>& e = s.plans[plan_key(backward, a, dtype)];
+  if (!e) {
+    e = std::make_unique<Entry>();
+    const Shapes shapes{a, dtype == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF};
+    backward ? build_backward(*e, shapes) : build_forward(*e, shapes);
+    e->planned = e->graph.ok() && e->graph.plan(s.handle);
   }
-  const Plan& p = it->second;
-  if (!p.plan) return false;
+  if (!e->planned) return false;
 
-  const float scale = a.scale;
-  std::vector<void*> data;
-  for (const void* ptr : pointers) data.push_back(const_cast<void*>(ptr));
-  std::vector<int64_t> ids = uids;
-  ids.push_back(kScale);
-  data.push_back(const_cast<float*>(&scale));
-  void* workspace =
-      p.workspace_bytes > 0 ? device_malloc(size_t(p.workspace_bytes), device) : nullptr;
-  DescriptorPtr pack = make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-  cudnnStatus_t status = CUDNN_STATUS_BAD_PARAM;
-  if (pack &&
-      pack->set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, int64_t(ids.size()),
-                ids.data()) &&
-      pack->set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, int64_t(data.size()),
-                data.data()) &&
-      pack->set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace) &&
-      pack->finalize() && cudnnSetStream(s.handle, compute_stream()) == CUDNN_STATUS_SUCCESS)
-    status = cudnnBackendExecute(s.handle, p.plan->get(), pack->get());
+  int64_t scratch_bytes = 0;
+  for (const Scratch& t : e->scratch) scratch_bytes += round_up(t.bytes);
+  const int64_t total = scratch_bytes + e->graph.workspace_bytes();
+  char* workspace = total > 0 ? static_cast<char*>(device_malloc(size_t(total), device)) : nullptr;
+  int64_t offset = 0;
+  for (const Scratch& t : e->scratch) {
+    uids.push_back(t.uid);
+    pointers.push_back(workspace + offset);
+    offset += round_up(t.bytes);
+  }
+  float scale = a.scale, one = 1.f;
+  uids.insert(uids.end(), {kScale, kOne});
+  pointers.insert(pointers.end(), {&scale, &one});
+  if (!backward) uids.pop_back(), pointers.pop_back();  // the forward has no kOne
+  cudnnStatus_t status = cudnnSetStream(s.handle, compute_stream());
+  if (status == CUDNN_STATUS_SUCCESS)
+    status = e->graph.execute(s.handle, uids, pointers,
+                              e->graph.workspace_bytes() > 0 ? workspace + scratch_bytes : nullptr);
   // The allocator reuses blocks in compute-stream order, so the workspace may go back now.
   if (workspace) device_free(workspace, device);
   if (status != CUDNN_STATUS_SUCCESS)
@@ -281,16 +262,13 @@ bool run(bool backward, const AttentionArgs& a, DType dtype, const std::vector<i
 
 }  // namespace
 
-bool cudnn_attention_has_backward() {
-  return CUDNN_VERSION >= 91700 && cudnnGetVersion() >= 91700;
-}
-
 bool cudnn_attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
                              void* o, float* lse, DType dtype) {
   if (!eligible(a, dtype) || !aligned(q) || !aligned(k) || !aligned(v) || !aligned(o) ||
       !aligned(lse))
     return false;
-  return run(false, a, dtype, {kQ, kK, kV, kO, kStats}, {q, k, v, o, lse});
+  return run(false, a, dtype, {kQ, kK, kV, kO, kStats},
+             {const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), o, lse});
 }
 
 bool cudnn_attention_backward(const AttentionArgs& a, const void* q, const void* k, const void* v,
@@ -298,12 +276,18 @@ bool cudnn_attention_backward(const AttentionArgs& a, const void* q, const void*
                               void* dv, DType dtype) {
   if (!eligible(a, dtype) || !aligned(a.dout) || !aligned(a.dq) || !aligned(a.dk) || !aligned(a.dv))
     return false;
-  for (const void* p :
-       {q, k, v, o, dout, static_cast<const void*>(lse), static_cast<const void*>(dq),
-        static_cast<const void*>(dk), static_cast<const void*>(dv)})
+  const std::vector<void*> pointers = {const_cast<void*>(q),
+                                       const_cast<void*>(k),
+                                       const_cast<void*>(v),
+                                       const_cast<void*>(o),
+                                       const_cast<void*>(dout),
+                                       const_cast<float*>(lse),
+                                       dq,
+                                       dk,
+                                       dv};
+  for (const void* p : pointers)
     if (!aligned(p)) return false;
-  return run(true, a, dtype, {kQ, kK, kV, kO, kDout, kStats, kDq, kDk, kDv},
-             {q, k, v, o, dout, lse, dq, dk, dv});
+  return run(true, a, dtype, {kQ, kK, kV, kO, kDout, kStats, kDq, kDk, kDv}, pointers);
 }
 
 }  // namespace loom::kernels::cuda

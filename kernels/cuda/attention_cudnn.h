@@ -1,8 +1,9 @@
 #pragma once
 // cuDNN's fused attention as the other implementation of kernels/cuda/attention.h's two entries:
 // same arguments, same numerics contract (o = softmax(scale * q k^T) v; lse [B, H, q_len] f32, the
-// natural log-sum-exp of each row's scaled scores), reached through the backend API's single
-// SDPA forward and backward operations (cuDNN >= 9.17; no cudnn-frontend). Plain C++ like
+// natural log-sum-exp of each row's scaled scores), built as cuDNN backend-API graphs (the SDPA
+// forward operation; the composite backward graph its fused engines match), no cudnn-frontend.
+// Needs a cuDNN with the SDPA forward operation (9.1x); plain C++ like
 // attention.h; attention_cudnn.cpp implements it when cuDNN is found at configure time,
 // attention_cudnn_stub.cpp (every call declines) otherwise.
 //
@@ -30,10 +31,6 @@ enum class AttentionBackend { cudnn, loom };
 // std::invalid_argument naming the variable) read at first use; set_attention_backend overrides.
 AttentionBackend attention_backend();
 void set_attention_backend(AttentionBackend backend);
-
-// Whether the backward can be served at all: built against cuDNN >= 9.17 and running on one (the
-// SDPA backward operation came with 9.17; older libraries serve the forward only).
-bool cudnn_attention_has_backward();
 
 bool cudnn_attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
                              void* o, float* lse, DType dtype);

@@ -4,10 +4,6 @@
 
 namespace loom::kernels::cuda {
 
-bool cudnn_attention_has_backward() {
-  return false;
-}
-
 bool cudnn_attention_forward(const AttentionArgs&, const void*, const void*, const void*, void*,
                              float*, DType) {
   return false;

@@ -347,14 +347,9 @@ void run_case(const Case& c) {
   const size_t wsb = flash_attention_backward_workspace_bytes(a);
   DevVec<unsigned char> ws(wsb + 16);
   CK(cudaMemsetAsync(ws.d, 0xff, wsb + 16, st()));  // the backward must not need a zeroed workspace
-  // cuDNN's path: the backward falls back to loom's kernels (fed cuDNN's o and lse) when cuDNN
-  // has no SDPA backward (cudnn_attention_has_backward).
   const bool served_f = forward(a, q.d, k.d, v.d, o.d, lse.d, c.dt);
-  bool served_b =
+  const bool served_b =
       served_f && backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, c.dt, ws.d);
-  if (served_f && !served_b && !cudnn_attention_has_backward())
-    flash_attention_backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, c.dt,
-                             reinterpret_cast<float*>(ws.d));
   CK(cudaStreamSynchronize(st()));
   CK(cudaGetLastError());
   const bool cudnn_must_serve =
@@ -367,8 +362,7 @@ void run_case(const Case& c) {
     std::fputs(g_notes.c_str(), stdout);
     return;
   }
-  if (g_path == Path::cudnn && !served_b && cudnn_attention_has_backward())
-    fail_note("cuDNN declined a backward it serves");
+  if (g_path == Path::cudnn && !served_b) fail_note("cuDNN declined a backward it serves");
   if (g_path == Path::cudnn && !cudnn_must_serve)
     fail_note("cuDNN served a call it should decline");
 
@@ -395,11 +389,10 @@ void run_case(const Case& c) {
   if (!(el < ltol)) fail_note("lse error above " + std::to_string(ltol));
   std::printf(
       "%-5s %-4s B%lld H%lld q%-5lld kv%-5lld D%-4lld %-6s %s pad%d | o %.2e dq %.2e dk %.2e dv "
-      "%.2e lse %.1e%s  %s\n",
+      "%.2e lse %.1e  %s\n",
       path_name(), dname(c.dt), (long long)c.B, (long long)c.H, (long long)c.Nq, (long long)c.Nk,
       (long long)c.D, c.causal ? "causal" : "full", c.bnhd ? "bnhd" : "bhnd", c.pad, eo, eq, ek, ev,
-      el, g_path == Path::cudnn && !served_b ? " (backward: loom)" : "",
-      g_failures == before ? "ok" : "FAIL");
+      el, g_failures == before ? "ok" : "FAIL");
   std::fputs(g_notes.c_str(), stdout);
   std::fflush(stdout);
 }
@@ -500,12 +493,8 @@ void bench(const char* label, int64_t B, int64_t H, int64_t N, int64_t D, bool c
   DevVec<unsigned char> ws(flash_attention_backward_workspace_bytes(a));
   bool served = true;
   auto fwd = [&] { served &= forward(a, q.d, k.d, v.d, o.d, lse.d, DType::bf16); };
-  auto bwd = [&] {  // loom's kernels when cuDNN has no backward, as in training
-    if (!backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, DType::bf16, ws.d)) {
-      served &= !cudnn_attention_has_backward();
-      flash_attention_backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, DType::bf16,
-                               reinterpret_cast<float*>(ws.d));
-    }
+  auto bwd = [&] {
+    served &= backward(a, q.d, k.d, v.d, o.d, dout.d, lse.d, dq.d, dk.d, dv.d, DType::bf16, ws.d);
   };
   fwd(), bwd();
   if (!served) {
