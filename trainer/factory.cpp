@@ -3,6 +3,7 @@
 #include "core/ops/linalg.h"
 #include "data/fashion_mnist.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cuda/attention_cudnn.h"
 #include "kernels/cuda/runtime.h"
 #include "optim/param_groups.h"
 #include "parallel/communicator.h"
@@ -187,6 +188,13 @@ void apply_threads(const Recipe& r) {
 
 Device device_from_recipe(const Recipe& r) {
   set_matmul_allow_tf32(r.get_bool("train.allow_tf32"));
+  // LOOM_ATTENTION picks cuDNN's or loom's attention kernels; a bad value stops the run here,
+  // before anything is written, instead of at the first attention call.
+  try {
+    (void)kernels::cuda::attention_backend();
+  } catch (const std::invalid_argument& e) {
+    throw Error(e.what());
+  }
   if (r.get_string("train.device") == "cpu") return Device::cpu();
   const int count = kernels::cuda::device_count();
   r.check(kernels::cuda::built_with_cuda(), "train.device",
