@@ -1,18 +1,23 @@
-// cuDNN's fused attention (attention_cudnn.h) as backend-API graphs (cudnn_graph.h):
-//   forward:  cuDNN's single SDPA forward operation, statistics written;
-//   backward: the composite graph cuDNN's fused flash-attention backward engines match (the one
-//             cudnn-frontend builds for cuDNN 9.x): D_i = rowsum(dO * O); P = exp(scale Q K^T -
-//             lse); dV = P^T dO; dS = scale * P * (dO V^T - D_i); dK = dS^T Q; dQ = dS K. The
-//             row sums and an f32 dQ accumulator are tensors of the graph that live in the
-//             workspace, ahead of cuDNN's own (no zeroing needed from cuDNN 9.6 on).
-// Plans are cached per (direction, shape, strides, dtype, device); a shape cuDNN has no engine for
-// is cached as declined. (The SDPA backward *operation* of cuDNN 9.17+ offers no engine on Hopper
-// in 9.19, so the backward uses the composite graph.)
+// cuDNN's fused attention (attention_cudnn.h) as backend-API graphs (cudnn_graph.h), in the forms
+// cuDNN's fused Hopper engines match (the ones cudnn-frontend builds for cuDNN 9.19):
+//   forward, no mask: cuDNN's single SDPA forward operation, statistics written;
+//   forward, causal:  the composite graph S = scale Q K^T, masked, then max, exp, sum; lse =
+//                     max + log(sum); O = (exp / sum) V (the SDPA operation has no causal
+//                     attribute before cuDNN 9.21);
+//   backward:         the composite graph D_i = rowsum(dO * O); P = exp(scale Q K^T [masked] -
+//                     lse); dV = P^T dO; dS = scale * P * (dO V^T - D_i); dK = dS^T Q; dQ = dS K.
+//                     The row sums and an f32 dQ accumulator are graph tensors that live in the
+//                     workspace, ahead of cuDNN's own (no zeroing needed from cuDNN 9.6 on).
+// The causal mask (top-left: query i sees key j <= i) is row index >= column index, selecting the
+// scores or -inf. Plans are cached per (direction, mask, shape, strides, dtype, device); a key
+// cuDNN has no engine for is cached as declined. (The SDPA backward *operation* of cuDNN 9.17+
+// offers no engine on Hopper in 9.19, hence the composite backward.)
 #include "kernels/cuda/attention_cudnn.h"
 
 #include <cudnn.h>
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,6 +50,7 @@ enum Uid : int64_t {
   kDk,
   kDv,
   kOne,
+  kNegInf,
   kRowSum,
   kDqAccum,
   kVirtual = 100,
@@ -59,6 +65,7 @@ struct Entry {
   CudnnGraph graph;
   bool planned = false;  // false: cuDNN declines this key
   std::vector<Scratch> scratch;
+  std::vector<int64_t> scalars;  // the by-value scalars the graph reads (kScale, kOne, kNegInf)
 };
 
 struct DeviceState {
@@ -93,7 +100,7 @@ bool aligned(const AttentionStrides& s) {
 
 // Whether the call is cuDNN's to try at all (before looking for an engine).
 bool eligible(const AttentionArgs& a, DType dtype) {
-  return attention_backend() == AttentionBackend::cudnn && !a.causal &&
+  return attention_backend() == AttentionBackend::cudnn &&
          (dtype == DType::bf16 || dtype == DType::f16) && a.batch > 0 && a.heads > 0 &&
          a.q_len > 0 && a.kv_len > 0 && a.head_dim % 8 == 0 && aligned(a.q) && aligned(a.k) &&
          aligned(a.v) && aligned(a.o);
@@ -148,60 +155,116 @@ struct Shapes {
   }
 };
 
+// Adds tensors and operations to one entry's graph; virtual tensors get fresh ids.
+struct Builder {
+  Entry& e;
+  const Shapes& s;
+  int64_t next = kVirtual;
+
+  CudnnGraph& g() { return e.graph; }
+  Tensor caller(Uid uid, int64_t len, const AttentionStrides& st) {
+    return g().tensor(s.operand(uid, len, st));
+  }
+  Tensor scalar(Uid uid) {
+    e.scalars.push_back(uid);
+    return g().tensor(Shapes::scalar(uid));
+  }
+  // A virtual scores-shaped tensor, f32 unless `type` says otherwise.
+  Tensor scores(cudnnDataType_t type = CUDNN_DATA_FLOAT) {
+    Spec spec = s.scores(next++);
+    spec.type = type;
+    return g().tensor(spec);
+  }
+  Tensor rows() { return g().tensor(s.rows(next++, true)); }
+
+  // Masked entries of `x` (key after query, top-left) become -inf.
+  Tensor causal_mask(Tensor x) {
+    const Tensor row = scores(CUDNN_DATA_INT32), col = scores(CUDNN_DATA_INT32),
+                 keep = scores(CUDNN_DATA_BOOLEAN), y = scores();
+    g().pointwise(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, row, {.axis = 2});
+    g().pointwise(CUDNN_POINTWISE_GEN_INDEX, x, nullptr, col, {.axis = 3});
+    g().pointwise(CUDNN_POINTWISE_CMP_GE, row, col, keep, {.precision = CUDNN_DATA_BOOLEAN});
+    g().pointwise(CUDNN_POINTWISE_BINARY_SELECT, x, scalar(kNegInf), y, {.select = keep});
+    return y;
+  }
+  // scale * Q K^T (K given as its [B, H, D, kv_len] view), masked when causal.
+  Tensor scaled_scores(Tensor q, Tensor k_t, Tensor scale) {
+    const Tensor qk = scores(), scaled = scores();
+    g().matmul(q, k_t, qk);
+    g().pointwise(CUDNN_POINTWISE_MUL, qk, scale, scaled);
+    return scaled;
+  }
+};
+
 void build_forward(Entry& e, const Shapes& s) {
-  CudnnGraph& g = e.graph;
   const AttentionArgs& a = s.a;
-  g.operation(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR,
-              {{CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, g.tensor(s.operand(kQ, a.q_len, a.q))},
-               {CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, g.tensor(s.operand(kK, a.kv_len, a.k))},
-               {CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, g.tensor(s.operand(kV, a.kv_len, a.v))},
-               {CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, g.tensor(s.operand(kO, a.q_len, a.o))},
-               {CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, g.tensor(s.rows(kStats))},
-               {CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, g.tensor(Shapes::scalar(kScale))}});
+  Builder b{e, s};
+  CudnnGraph& g = e.graph;
+  const Tensor q = b.caller(kQ, a.q_len, a.q), v = b.caller(kV, a.kv_len, a.v),
+               o = b.caller(kO, a.q_len, a.o), stats = g.tensor(s.rows(kStats)),
+               scale = b.scalar(kScale);
+  if (!a.causal) {
+    g.operation(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR,
+                {{CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, q},
+                 {CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, b.caller(kK, a.kv_len, a.k)},
+                 {CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, v},
+                 {CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, o},
+                 {CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, stats},
+                 {CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, scale}});
+    return;
+  }
+  const Tensor k_t = g.tensor(s.transposed(kK, a.kv_len, a.k));
+  const Tensor x = b.causal_mask(b.scaled_scores(q, k_t, scale));
+  // lse = max + log(sum(exp(x - max))); O = (exp(x - max) / sum) V.
+  const Tensor max = b.rows(), shifted = b.scores(), e_x = b.scores(), sum = b.rows(),
+               log_sum = b.rows(), p = b.scores(s.io);
+  g.reduce(CUDNN_REDUCE_TENSOR_MAX, x, max);
+  g.pointwise(CUDNN_POINTWISE_SUB, x, max, shifted);
+  g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, e_x);
+  g.reduce(CUDNN_REDUCE_TENSOR_ADD, e_x, sum);
+  g.pointwise(CUDNN_POINTWISE_LOG, sum, nullptr, log_sum);
+  g.pointwise(CUDNN_POINTWISE_ADD, max, log_sum, stats);
+  g.pointwise(CUDNN_POINTWISE_DIV, e_x, sum, p);
+  g.matmul(p, v, o);
 }
 
 void build_backward(Entry& e, const Shapes& s) {
-  CudnnGraph& g = e.graph;
   const AttentionArgs& a = s.a;
-  int64_t next = kVirtual;
-  auto scores = [&] { return g.tensor(s.scores(next++)); };
-  const Tensor q = g.tensor(s.operand(kQ, a.q_len, a.q)),
-               k_t = g.tensor(s.transposed(kK, a.kv_len, a.k)),
-               v_t = g.tensor(s.transposed(kV, a.kv_len, a.v)),
-               o = g.tensor(s.operand(kO, a.q_len, a.o)),
-               dout = g.tensor(s.operand(kDout, a.q_len, a.dout)), stats = g.tensor(s.rows(kStats)),
-               scale = g.tensor(Shapes::scalar(kScale)), one = g.tensor(Shapes::scalar(kOne)),
-               dq = g.tensor(s.operand(kDq, a.q_len, a.dq)),
-               dk = g.tensor(s.operand(kDk, a.kv_len, a.dk)),
-               dv = g.tensor(s.operand(kDv, a.kv_len, a.dv));
+  Builder b{e, s};
+  CudnnGraph& g = e.graph;
+  const Tensor q = b.caller(kQ, a.q_len, a.q), k_t = g.tensor(s.transposed(kK, a.kv_len, a.k)),
+               v_t = g.tensor(s.transposed(kV, a.kv_len, a.v)), o = b.caller(kO, a.q_len, a.o),
+               dout = b.caller(kDout, a.q_len, a.dout), stats = g.tensor(s.rows(kStats)),
+               scale = b.scalar(kScale), one = b.scalar(kOne), dq = b.caller(kDq, a.q_len, a.dq),
+               dk = b.caller(kDk, a.kv_len, a.dk), dv = b.caller(kDv, a.kv_len, a.dv);
   // D_i = rowsum(dO * O), written to the workspace by the graph itself.
-  Spec product = s.operand(Uid(next++), a.q_len, a.dout);
+  Spec product = s.operand(Uid(b.next++), a.q_len, a.dout);
   product.type = CUDNN_DATA_FLOAT;
   product.is_virtual = true;
-  const Tensor dout_o = g.tensor(product), row_sum_virtual = g.tensor(s.rows(next++, true)),
+  const Tensor dout_o = g.tensor(product), row_sum_virtual = b.rows(),
                row_sum = g.tensor(s.rows(kRowSum));
   g.pointwise(CUDNN_POINTWISE_MUL, dout, o, dout_o);
-  g.reduce_sum(dout_o, row_sum_virtual);
+  g.reduce(CUDNN_REDUCE_TENSOR_ADD, dout_o, row_sum_virtual);
   g.pointwise(CUDNN_POINTWISE_MUL, row_sum_virtual, one, row_sum);
-  // P = exp(scale * Q K^T - lse); dV = P^T dO.
-  const Tensor qk = scores(), scaled = scores(), shifted = scores(), p = scores();
-  g.matmul(q, k_t, qk);
-  g.pointwise(CUDNN_POINTWISE_MUL, qk, scale, scaled);
-  g.pointwise(CUDNN_POINTWISE_SUB, scaled, stats, shifted);
+  // P = exp(scale * Q K^T - lse), masked entries 0; dV = P^T dO.
+  Tensor shifted = b.scores();
+  g.pointwise(CUDNN_POINTWISE_SUB, b.scaled_scores(q, k_t, scale), stats, shifted);
+  if (a.causal) shifted = b.causal_mask(shifted);
+  const Tensor p = b.scores();
   g.pointwise(CUDNN_POINTWISE_EXP, shifted, nullptr, p);
-  const Tensor p_t = g.tensor(s.scores_transposed(next++));
+  const Tensor p_t = g.tensor(s.scores_transposed(b.next++));
   g.reshape(p, p_t);
   g.matmul(p_t, dout, dv);
   // dS = scale * P * (dO V^T - D_i); dK = dS^T Q; dQ = dS K (accumulated in f32, then cast).
-  const Tensor dp = scores(), centered = scores(), ds_unscaled = scores(), ds = scores();
+  const Tensor dp = b.scores(), centered = b.scores(), ds_unscaled = b.scores(), ds = b.scores();
   g.matmul(dout, v_t, dp);
   g.pointwise(CUDNN_POINTWISE_SUB, dp, row_sum, centered);
   g.pointwise(CUDNN_POINTWISE_MUL, centered, p, ds_unscaled);
   g.pointwise(CUDNN_POINTWISE_MUL, ds_unscaled, scale, ds);
-  const Tensor ds_t = g.tensor(s.scores_transposed(next++));
+  const Tensor ds_t = g.tensor(s.scores_transposed(b.next++));
   g.reshape(ds, ds_t);
   g.matmul(ds_t, q, dk);
-  Spec k_rows = s.operand(Uid(next++), a.kv_len, a.k);
+  Spec k_rows = s.operand(Uid(b.next++), a.kv_len, a.k);
   k_rows.type = CUDNN_DATA_FLOAT;
   k_rows.is_virtual = true;
   const Tensor k = g.tensor(k_rows);
@@ -243,10 +306,11 @@ bool run(bool backward, const AttentionArgs& a, DType dtype, std::vector<int64_t
     pointers.push_back(workspace + offset);
     offset += round_up(t.bytes);
   }
-  float scale = a.scale, one = 1.f;
-  uids.insert(uids.end(), {kScale, kOne});
-  pointers.insert(pointers.end(), {&scale, &one});
-  if (!backward) uids.pop_back(), pointers.pop_back();  // the forward has no kOne
+  float scale = a.scale, one = 1.f, neg_inf = -std::numeric_limits<float>::infinity();
+  for (const int64_t uid : e->scalars) {
+    uids.push_back(uid);
+    pointers.push_back(uid == kScale ? &scale : uid == kOne ? &one : &neg_inf);
+  }
   cudnnStatus_t status = cudnnSetStream(s.handle, compute_stream());
   if (status == CUDNN_STATUS_SUCCESS)
     status = e->graph.execute(s.handle, uids, pointers,

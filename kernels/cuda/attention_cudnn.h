@@ -7,13 +7,12 @@
 // attention.h; attention_cudnn.cpp implements it when cuDNN is found at configure time,
 // attention_cudnn_stub.cpp (every call declines) otherwise.
 //
-// Why both: on the H200 cuDNN's Hopper kernels (wgmma, TMA) run the non-causal bf16 forward and
-// backward faster than loom's mma.sync kernels (docs/PERFORMANCE.md, "Attention"); loom's kernels
-// serve everything cuDNN declines. cuDNN 9.19's SDPA operation has no causal attribute, so
-// causal attention always takes loom's kernels.
+// Why both: on the H200 cuDNN's Hopper kernels (wgmma, TMA) run the bf16 forward and backward
+// faster than loom's mma.sync kernels (docs/PERFORMANCE.md, "Attention"); loom's kernels serve
+// everything cuDNN declines.
 //
 // Each entry returns false, having done nothing, when cuDNN does not serve the call: the backend
-// is "loom" (attention_backend below), a causal mask, f32, an empty dimension, a stride that is
+// is "loom" (attention_backend below), f32, an empty dimension, a stride that is
 // not a multiple of 8 elements or a pointer not 16-byte aligned, or no cuDNN engine for the shape
 // (probed once per shape, layout and dtype; the plan or the refusal is cached, so building it —
 // tens of milliseconds, cuDNN compiles its kernel at runtime — happens once). It returns true

@@ -60,10 +60,16 @@ CudnnGraph::Descriptor* CudnnGraph::tensor(const TensorSpec& s) {
 }
 
 void CudnnGraph::pointwise(cudnnPointwiseMode_t mode, Descriptor* x, Descriptor* b, Descriptor* y) {
+  pointwise(mode, x, b, y, PointwiseOptions{});
+}
+
+void CudnnGraph::pointwise(cudnnPointwiseMode_t mode, Descriptor* x, Descriptor* b, Descriptor* y,
+                           const PointwiseOptions& options) {
   Descriptor* desc = make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
-  const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
   ok_ = ok_ && desc->set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode) &&
-        desc->set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision);
+        desc->set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &options.precision) &&
+        (options.axis < 0 ||
+         desc->set(CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &options.axis));
   if (!finalized(desc)) return;
   Descriptor* op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
   const float one = 1.f;
@@ -71,6 +77,7 @@ void CudnnGraph::pointwise(cudnnPointwiseMode_t mode, Descriptor* x, Descriptor*
         op->set(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x) &&
         op->set(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y) &&
         (!b || op->set(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b)) &&
+        (!options.select || op->set(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, options.select)) &&
         op->set(CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one) &&
         op->set(CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one);
   if (finalized(op)) ops_.push_back(op);
@@ -89,12 +96,11 @@ void CudnnGraph::matmul(Descriptor* a, Descriptor* b, Descriptor* c) {
                                                         {CUDNN_ATTR_OPERATION_MATMUL_DESC, desc}});
 }
 
-void CudnnGraph::reduce_sum(Descriptor* x, Descriptor* y) {
+void CudnnGraph::reduce(cudnnReduceTensorOp_t op, Descriptor* x, Descriptor* y) {
   Descriptor* desc = make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
-  const cudnnReduceTensorOp_t add = CUDNN_REDUCE_TENSOR_ADD;
   const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
   ok_ = ok_ &&
-        desc->set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &add) &&
+        desc->set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &op) &&
         desc->set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
   if (!finalized(desc)) return;
   operation(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR,

@@ -34,13 +34,21 @@ class CudnnGraph {
   CudnnGraph(const CudnnGraph&) = delete;
   CudnnGraph& operator=(const CudnnGraph&) = delete;
 
+  struct PointwiseOptions {
+    cudnnDataType_t precision = CUDNN_DATA_FLOAT;  // the math type (BOOLEAN for comparisons)
+    int64_t axis = -1;                             // GEN_INDEX: the dim whose index is written
+    Descriptor* select = nullptr;                  // BINARY_SELECT: the condition tensor
+  };
+
   Descriptor* tensor(const TensorSpec& spec);
-  // y = x <mode> b (b null for unary modes); math in f32.
+  // y = x <mode> b (b null for unary modes), math in f32 unless the options say otherwise.
   void pointwise(cudnnPointwiseMode_t mode, Descriptor* x, Descriptor* b, Descriptor* y);
+  void pointwise(cudnnPointwiseMode_t mode, Descriptor* x, Descriptor* b, Descriptor* y,
+                 const PointwiseOptions& options);
   // c = a b over the last two dims (batched over the leading ones); f32 accumulation.
   void matmul(Descriptor* a, Descriptor* b, Descriptor* c);
-  // y = sum of x over the dims where y has extent 1; f32.
-  void reduce_sum(Descriptor* x, Descriptor* y);
+  // y = x reduced (sum, max, ...) over the dims where y has extent 1; f32.
+  void reduce(cudnnReduceTensorOp_t op, Descriptor* x, Descriptor* y);
   // y = x with y's dims and strides (how the graph transposes a virtual tensor).
   void reshape(Descriptor* x, Descriptor* y);
   // Any other operation of `type` whose attributes are all descriptors.
