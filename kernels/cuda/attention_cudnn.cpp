@@ -107,8 +107,8 @@ bool eligible(const AttentionArgs& a, DType dtype) {
 }
 
 std::vector<int64_t> plan_key(bool backward, const AttentionArgs& a, DType dtype) {
-  std::vector<int64_t> key = {backward, int64_t(dtype), a.batch,   a.heads,
-                              a.q_len,  a.kv_len,       a.head_dim};
+  std::vector<int64_t> key = {backward, a.causal, int64_t(dtype), a.batch,
+                              a.heads,  a.q_len,  a.kv_len,       a.head_dim};
   std::vector<AttentionStrides> all = {a.q, a.k, a.v, a.o};
   if (backward) all.insert(all.end(), {a.dout, a.dq, a.dk, a.dv});
   for (const AttentionStrides& s : all) key.insert(key.end(), {s.batch, s.head, s.token});

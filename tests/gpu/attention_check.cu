@@ -549,6 +549,9 @@ int main(int argc, char** argv) {
       cases.push_back({DType::bf16, 2, 3, 100, 333, 64, true, true, 0});
       cases.push_back({DType::bf16, 2, 3, 333, 100, 64, true, false, 8});
       cases.push_back({DType::bf16, 2, 3, 1000, 77, 128, false, true, 0});
+      // The same shape and layout without and with the mask (cuDNN's plans must differ).
+      cases.push_back({DType::bf16, 2, 3, 128, 128, 64, false, false, 0});
+      cases.push_back({DType::bf16, 2, 3, 128, 128, 64, true, false, 0});
       cases.push_back({DType::bf16, 2, 3, 300, 300, 40, true, false, 0});  // D 40 -> 64 kernel
       cases.push_back({DType::bf16, 2, 3, 300, 300, 96, false, true, 8});  // D 96 -> 128 kernel
       // Fallback kernels: f32, and bf16 shapes the tensor-core path refuses.
