@@ -14,8 +14,8 @@
 // Each entry returns false, having done nothing, when cuDNN does not serve the call: the backend
 // is "loom" (attention_backend below), f32, an empty dimension, a stride that is
 // not a multiple of 8 elements or a pointer not 16-byte aligned, or no cuDNN engine for the shape
-// (probed once per shape, layout and dtype; the plan or the refusal is cached, so building it —
-// tens of milliseconds, cuDNN compiles its kernel at runtime — happens once). It returns true
+// (probed once per direction, mask, shape, layout and dtype; the plan or the refusal is cached,
+// so building it, which may compile cuDNN's kernel at runtime, happens once). It returns true
 // when the work is enqueued on compute_stream(); a cuDNN failure after that point throws
 // std::runtime_error "[cudnn] attention ...". The backward needs no workspace from the caller:
 // cuDNN's comes from the caching allocator. Its dq, dk, dv are overwritten (never accumulated);
