@@ -5,8 +5,8 @@
 # writes the JSON lines to $OUT/bench-gpu.jsonl when $OUT is set.
 #   usage: scripts/bench-gpu.sh [build-dir] [rows: fmnist,B,XL,moeS,moeB,attn]
 # The row attn prints attention alone, loom's kernels and the cuDNN path (tests/gpu/attention_check
-# --bench-only), and then
-# PyTorch's scaled_dot_product_attention on the same shapes (bench/attention_peer.py).
+# --bench-only), then PyTorch's scaled_dot_product_attention on the same shapes
+# (bench/attention_peer.py).
 # Needs the peer scripts in .peer/ (copy ../shared/bench there and carry it) or $LOOM_PEER_DIR.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
