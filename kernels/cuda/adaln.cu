@@ -282,7 +282,7 @@ Tiling tiling(int64_t batch, int64_t tokens, int64_t packs, int packs_per_thread
 
 bool all_aligned16(std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+    if (!aligned16(p)) return false;
   return true;
 }
 

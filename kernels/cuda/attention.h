@@ -34,6 +34,12 @@ inline AttentionStrides strides_bnhd(int64_t heads, int64_t len, int64_t head_di
   return {len * heads * head_dim, head_dim, heads * head_dim};
 }
 
+// Whole 16-byte chunks at every (batch, head, token) row start of a 16-bit operand: the
+// tensor-core kernels' and cuDNN's layout requirement.
+inline bool strides_ok(const AttentionStrides& s) {
+  return s.batch % 8 == 0 && s.head % 8 == 0 && s.token % 8 == 0;
+}
+
 struct AttentionArgs {
   int64_t batch = 0, heads = 0, q_len = 0, kv_len = 0, head_dim = 0;
   float scale = 0;  // scores are scale * q.k (usually 1/sqrt(head_dim))

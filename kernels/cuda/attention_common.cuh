@@ -220,13 +220,6 @@ inline void zero_async(void* p, size_t n, const char* what) {
 [[noreturn]] inline void fail(const char* what, const std::string& msg) {
   throw std::runtime_error(std::string("[cuda] ") + what + ": " + msg);
 }
-inline bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-// Whole 16-byte chunks at every (batch, head, token) row start.
-inline bool strides_ok(const AttentionStrides& s) {
-  return s.batch % 8 == 0 && s.head % 8 == 0 && s.token % 8 == 0;
-}
 inline void check_args(const AttentionArgs& a, const char* what) {
   if (a.batch < 0 || a.heads < 0 || a.q_len < 0 || a.kv_len < 0 || a.head_dim < 1)
     fail(what, "bad sizes: batch " + std::to_string(a.batch) + ", heads " +

@@ -91,19 +91,12 @@ int64_t round_up(int64_t bytes) {
   return (bytes + 255) / 256 * 256;
 }
 
-bool aligned(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-bool aligned(const AttentionStrides& s) {
-  return s.batch % 8 == 0 && s.head % 8 == 0 && s.token % 8 == 0;
-}
-
 // Whether the call is cuDNN's to try at all (before looking for an engine).
 bool eligible(const AttentionArgs& a, DType dtype) {
   return attention_backend() == AttentionBackend::cudnn &&
          (dtype == DType::bf16 || dtype == DType::f16) && a.batch > 0 && a.heads > 0 &&
-         a.q_len > 0 && a.kv_len > 0 && a.head_dim % 8 == 0 && aligned(a.q) && aligned(a.k) &&
-         aligned(a.v) && aligned(a.o);
+         a.q_len > 0 && a.kv_len > 0 && a.head_dim % 8 == 0 && strides_ok(a.q) && strides_ok(a.k) &&
+         strides_ok(a.v) && strides_ok(a.o);
 }
 
 std::vector<int64_t> plan_key(bool backward, const AttentionArgs& a, DType dtype) {
@@ -176,6 +169,13 @@ struct Builder {
     return g().tensor(spec);
   }
   Tensor rows() { return g().tensor(s.rows(next++, true)); }
+  // A virtual f32 tensor shaped and strided like a [B, H, len, D] operand.
+  Tensor operand_f32(int64_t len, const AttentionStrides& st) {
+    Spec spec = s.operand(Uid(next++), len, st);
+    spec.type = CUDNN_DATA_FLOAT;
+    spec.is_virtual = true;
+    return g().tensor(spec);
+  }
 
   // Masked entries of `x` (key after query, top-left) become -inf.
   Tensor causal_mask(Tensor x) {
@@ -238,10 +238,7 @@ void build_backward(Entry& e, const Shapes& s) {
                scale = b.scalar(kScale), one = b.scalar(kOne), dq = b.caller(kDq, a.q_len, a.dq),
                dk = b.caller(kDk, a.kv_len, a.dk), dv = b.caller(kDv, a.kv_len, a.dv);
   // D_i = rowsum(dO * O), written to the workspace by the graph itself.
-  Spec product = s.operand(Uid(b.next++), a.q_len, a.dout);
-  product.type = CUDNN_DATA_FLOAT;
-  product.is_virtual = true;
-  const Tensor dout_o = g.tensor(product), row_sum_virtual = b.rows(),
+  const Tensor dout_o = b.operand_f32(a.q_len, a.dout), row_sum_virtual = b.rows(),
                row_sum = g.tensor(s.rows(kRowSum));
   g.pointwise(CUDNN_POINTWISE_MUL, dout, o, dout_o);
   g.reduce(CUDNN_REDUCE_TENSOR_ADD, dout_o, row_sum_virtual);
@@ -264,10 +261,7 @@ void build_backward(Entry& e, const Shapes& s) {
   const Tensor ds_t = g.tensor(s.scores_transposed(b.next++));
   g.reshape(ds, ds_t);
   g.matmul(ds_t, q, dk);
-  Spec k_rows = s.operand(Uid(b.next++), a.kv_len, a.k);
-  k_rows.type = CUDNN_DATA_FLOAT;
-  k_rows.is_virtual = true;
-  const Tensor k = g.tensor(k_rows);
+  const Tensor k = b.operand_f32(a.kv_len, a.k);
   g.reshape(k_t, k);
   const int64_t accum_elems = a.batch * a.heads * a.q_len * a.head_dim;
   const Tensor dq_accum =
@@ -328,8 +322,8 @@ bool run(bool backward, const AttentionArgs& a, DType dtype, std::vector<int64_t
 
 bool cudnn_attention_forward(const AttentionArgs& a, const void* q, const void* k, const void* v,
                              void* o, float* lse, DType dtype) {
-  if (!eligible(a, dtype) || !aligned(q) || !aligned(k) || !aligned(v) || !aligned(o) ||
-      !aligned(lse))
+  if (!eligible(a, dtype) || !aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(o) ||
+      !aligned16(lse))
     return false;
   return run(false, a, dtype, {kQ, kK, kV, kO, kStats},
              {const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), o, lse});
@@ -338,7 +332,8 @@ bool cudnn_attention_forward(const AttentionArgs& a, const void* q, const void* 
 bool cudnn_attention_backward(const AttentionArgs& a, const void* q, const void* k, const void* v,
                               const void* o, const void* dout, const float* lse, void* dq, void* dk,
                               void* dv, DType dtype) {
-  if (!eligible(a, dtype) || !aligned(a.dout) || !aligned(a.dq) || !aligned(a.dk) || !aligned(a.dv))
+  if (!eligible(a, dtype) || !strides_ok(a.dout) || !strides_ok(a.dq) || !strides_ok(a.dk) ||
+      !strides_ok(a.dv))
     return false;
   const std::vector<void*> pointers = {const_cast<void*>(q),
                                        const_cast<void*>(k),
@@ -350,7 +345,7 @@ bool cudnn_attention_backward(const AttentionArgs& a, const void* q, const void*
                                        dk,
                                        dv};
   for (const void* p : pointers)
-    if (!aligned(p)) return false;
+    if (!aligned16(p)) return false;
   return run(true, a, dtype, {kQ, kK, kV, kO, kDout, kStats, kDq, kDk, kDv}, pointers);
 }
 

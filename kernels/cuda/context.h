@@ -19,6 +19,11 @@ cudaStream_t compute_stream();
 // Throws std::runtime_error "[cuda] <what>: <error>" if the last launch failed.
 void check_launch(const char* what);
 
+// Whether p starts a 16-byte chunk (what vector loads, cp.async and cuDNN's tensors need).
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
 // Blocks of `threads` threads covering n items (at least 1 block, at most 2^31 - 1).
 inline unsigned blocks_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;

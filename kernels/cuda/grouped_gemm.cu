@@ -96,11 +96,11 @@ cudaDataType_t data_type(DType t) {
 // accepts; others (odd row widths in tests) take the per-problem path.
 bool aligned(const GroupedGemm& g, const GemmProblem* problems, int64_t count, DType dtype) {
   const int64_t es = dtype_bytes(dtype);
-  auto fits = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if ((g.lda * es) % 16 != 0 || (g.ldb * es) % 16 != 0) return false;
   for (int64_t i = 0; i < count; ++i) {
     const GemmProblem& p = problems[i];
-    if (!fits(p.a) || !fits(p.b) || !fits(p.c) || (p.n * es) % 16 != 0) return false;
+    if (!aligned16(p.a) || !aligned16(p.b) || !aligned16(p.c) || (p.n * es) % 16 != 0)
+      return false;
   }
   return true;
 }

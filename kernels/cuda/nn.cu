@@ -175,10 +175,6 @@ __global__ void rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ w
   }
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 template <int V, int G>
 struct RowShape {
   static constexpr int kVec = V, kThreads = G;

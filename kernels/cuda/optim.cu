@@ -38,10 +38,6 @@ __global__ void adamw_kernel4(float4* p, const float4* g, float4* m, float4* v, 
   }
 }
 
-bool aligned16(const void* ptr) {
-  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
-}
-
 }  // namespace
 
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s) {
